@@ -1,0 +1,1 @@
+"""Splits, ranking metrics, bootstrap intervals and system evaluation."""
