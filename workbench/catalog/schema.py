@@ -162,7 +162,7 @@ def validate_table(table: str, df: pl.DataFrame, *, source: str | None = None) -
         if bad_price.any():
             problems.append(Problem(where, "price must be a non-negative number or null", "price", _rows(bad_price)))
         attrs = df.get_column("attributes")
-        bad_json = pl.Series([v is not None and not _is_json_object(v) for v in attrs.to_list()])
+        bad_json = pl.Series([v is not None and not _is_json_object(v) for v in attrs.to_list()], dtype=pl.Boolean)
         if bad_json.any():
             problems.append(Problem(where, "attributes must be a JSON object string or null", "attributes", _rows(bad_json)))
     if table == "queries":
@@ -183,7 +183,7 @@ def validate_table(table: str, df: pl.DataFrame, *, source: str | None = None) -
             problems.append(Problem(where, "duplicate (query_id, item_id) pair", "item_id", _rows(dup)))
     for col in MEDIA_COLUMNS.get(table, ()):
         paths = df.get_column(col)
-        bad = pl.Series([p is not None and not _is_safe_relative(p) for p in paths.to_list()])
+        bad = pl.Series([p is not None and not _is_safe_relative(p) for p in paths.to_list()], dtype=pl.Boolean)
         if bad.any():
             problems.append(Problem(where, "media path must be relative and stay inside the catalog folder", col, _rows(bad)))
     if problems:
