@@ -1,0 +1,55 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv when it is missing and install the project into it with the
+# versions pinned in constraints.txt, so reports are reproducible.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PROFILE ?= ci
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test unit notebooks lint lab browser-deps bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default (the synthetic catalog): notebooks 01-07 and the report.
+demo: $(STAMP)
+	$(BIN)/workbench run --profile $(PROFILE)
+
+## Lint, unit tests (+ realdata when ../shared/data exists), then the notebooks under nbval in order.
+test: $(STAMP) browser-deps lint unit notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check workbench tests bench
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+notebooks: $(STAMP)
+	cd notebooks && WORKBENCH_PROFILE=ci ../$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax $(notdir $(NOTEBOOKS))
+
+## Debian's chromium for the report's browser check; skipped (tests then skip with a reason) when it cannot be installed.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: browser tests will skip"; fi
+
+## JupyterLab on 127.0.0.1 with a token (--allow-root only when running as root).
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+## Benchmarks (not part of the test run): each prints ratios against a peer measured in the same run.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf data/catalogs data/work reports/*/ .cache

@@ -1,0 +1,203 @@
+"""The `workbench` command line (also `python -m workbench`).
+
+Errors of the workbench go to stderr as one readable line; `--debug` shows the
+traceback. Heavy modules are imported inside each command so `--help` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+
+def catalog_info(path: str | Path) -> dict:
+    """Counts per table, modality coverage and time range of a catalog, as plain JSON types."""
+    import polars as pl
+
+    from workbench.catalog import TABLES, read_catalog
+
+    cat = read_catalog(path)
+    counts = {t: cat.table(t).select(pl.len()).collect().item() for t in TABLES if cat.table(t) is not None}
+    coverage = (
+        cat.products.select(
+            pl.lit(1.0).alias("text"),
+            pl.col("image").is_not_null().mean().alias("image"),
+            pl.col("audio").is_not_null().mean().alias("audio"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    info: dict = {
+        "name": cat.name,
+        "path": str(cat.root),
+        "counts": counts,
+        "modality_coverage": {k: round(float(v), 4) for k, v in coverage.items()},
+        "categories": cat.products.select(pl.col("category").n_unique()).collect().item(),
+    }
+    if cat.interactions is not None:
+        stats = cat.interactions.select(
+            pl.col("user_id").n_unique().alias("users"),
+            pl.col("item_id").n_unique().alias("items_interacted"),
+            pl.col("timestamp").min().alias("first"),
+            pl.col("timestamp").max().alias("last"),
+        ).collect().row(0, named=True)
+        info["interactions"] = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in stats.items()}
+        info["events"] = dict(
+            cat.interactions.group_by("event").len().sort("event").collect().iter_rows()
+        )
+    return info
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
+
+    config = SyntheticConfig(
+        n_items=args.items,
+        n_users=args.users,
+        seed=args.seed,
+        image_size=args.image_size,
+        with_media=not args.no_media,
+        **({"n_queries": args.queries} if args.queries is not None else {}),
+    )
+    out = generate_synthetic(args.out, config, overwrite=args.overwrite, progress=not args.quiet)
+    print(out)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from workbench.catalog import validate_catalog
+
+    problems = validate_catalog(args.dir, check_media=not args.no_media, on_error="collect", progress=not args.quiet)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.dir}: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: valid")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = catalog_info(args.dir)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    print(f"catalog {info['name']} at {info['path']}")
+    for table, n in info["counts"].items():
+        print(f"  {table:<13} {n:>10,} rows")
+    coverage = ", ".join(f"{m} {v:.1%}" for m, v in info["modality_coverage"].items())
+    print(f"  modalities    {coverage}")
+    print(f"  categories    {info['categories']}")
+    if "interactions" in info:
+        i = info["interactions"]
+        print(f"  users         {i['users']:,} ({i['first']} .. {i['last']})")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workbench.catalog.loaders import import_catalog
+
+    report = import_catalog(args.format, args.src, args.out, overwrite=args.overwrite)
+    print(report.to_json())
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from workbench.rankers.recommend import RecommendConfig, run_recommend
+
+    metrics = run_recommend(
+        RecommendConfig(
+            catalog=args.catalog, model=args.model, split=args.split, seed=args.seed, k=args.k, out=args.out
+        )
+    )
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from workbench.pipeline import run_series
+
+    report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="create, check, describe and import catalogs")
+    csub = catalog.add_subparsers(dest="catalog_command", required=True)
+
+    synth = csub.add_parser("synth", help="generate the ground-truth synthetic catalog")
+    synth.add_argument("--items", type=int, default=1000)
+    synth.add_argument("--users", type=int, default=300)
+    synth.add_argument("--queries", type=int, default=None)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--no-media", action="store_true", help="tables only (for very large catalogs)")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--overwrite", action="store_true")
+    synth.add_argument("--quiet", action="store_true")
+    synth.set_defaults(func=_cmd_synth)
+
+    validate = csub.add_parser("validate", help="check every table and decode every media file")
+    validate.add_argument("dir")
+    validate.add_argument("--no-media", action="store_true", help="skip decoding media files")
+    validate.add_argument("--quiet", action="store_true")
+    validate.set_defaults(func=_cmd_validate)
+
+    info = csub.add_parser("info", help="counts per table and modality coverage")
+    info.add_argument("dir")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_cmd_info)
+
+    from workbench.catalog.loaders import FORMATS
+
+    imp = csub.add_parser("import", help="convert a public dataset layout into a catalog")
+    imp.add_argument("format", choices=sorted(FORMATS))
+    imp.add_argument("src")
+    imp.add_argument("--out", required=True)
+    imp.add_argument("--overwrite", action="store_true")
+    imp.set_defaults(func=_cmd_import)
+
+    rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")
+    rec.add_argument("--catalog", required=True)
+    rec.add_argument("--model", choices=["popularity", "bpr", "sequential"], default="bpr")
+    rec.add_argument("--split", choices=["stratified", "leave_last", "temporal"], default="stratified")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--out", required=True)
+    rec.set_defaults(func=_cmd_recommend)
+
+    run = sub.add_parser("run", help="execute notebooks 01-07 in order and write the report")
+    run.add_argument("--profile", choices=["ci", "full"], default="ci")
+    run.add_argument("--catalog", default=None, help="catalog folder (default: the synthetic catalog)")
+    run.add_argument("--run", default=None, help="run name (folder under reports/)")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except WorkbenchError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
