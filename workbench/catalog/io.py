@@ -404,10 +404,12 @@ def validate_catalog(
 
         rows = list(_media_rows(cat))
         for table, key, col, rel in tqdm(rows, desc="decoding media", disable=not progress, leave=False):
+            what = f"{table} {key!r} {col}"
             try:
-                check_media_file(resolve_media(cat.root, rel, what=f"{table} {key!r} {col}"), col)
+                check_media_file(resolve_media(cat.root, rel, what=what), col)
             except MediaError as e:
-                fail(Problem(table, str(e), col, file=rel))
+                message = str(e) if str(e).startswith(what) else f"{what}: {e}"
+                fail(Problem(table, message, col, file=rel))
     return problems
 
 
