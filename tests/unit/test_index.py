@@ -1,0 +1,363 @@
+"""ScaNN / exact index: factory, search, persistence, tuning, cross-modal queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from workbench.errors import CatalogError, ConfigError, IndexFileError
+from workbench.index import (
+    ExactIndex,
+    IndexConfig,
+    ScannIndex,
+    build_index,
+    choose_setting,
+    config_for_setting,
+    embedding_fingerprint,
+    load_index,
+    read_item_embeddings,
+    recall_at_k,
+    search_by_audio,
+    search_by_image,
+    search_by_text,
+    sweep,
+)
+
+
+def clustered(n: int, d: int = 32, centres: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)).astype(np.float32)
+    return (c[rng.integers(0, centres, n)] + 0.4 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(3000)
+    ids = [f"p{i:05d}" for i in range(len(x))]
+    rng = np.random.default_rng(1)
+    q = x[rng.integers(0, len(x), 200)] + 0.05 * rng.standard_normal((200, x.shape[1]))
+    return ids, x, q.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def scann_index(data):
+    ids, x, _ = data
+    cfg = IndexConfig.for_size(len(x), kind="scann", leaves_to_search=10, reorder=100)
+    return build_index(ids, x, cfg)
+
+
+def brute(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]
+
+
+# ------------------------------------------------------------------ factory
+
+
+def test_for_size_picks_exact_below_threshold_and_scann_above():
+    small = IndexConfig.for_size(5_000)
+    big = IndexConfig.for_size(1_000_000)
+    assert small.kind == "exact" and big.kind == "scann"
+    assert big.num_leaves == 1000 and big.leaves_to_search == 100 and big.reorder == 100
+    assert big.training_sample_size == 250_000
+    # leaves never hold fewer than 50 items on average
+    assert IndexConfig.for_size(1_000).num_leaves == 20
+    assert IndexConfig.for_size(10).num_leaves == 1
+    assert IndexConfig(kind="auto").resolved(100_000).kind == "scann"
+    assert IndexConfig(kind="auto").resolved(100).kind == "exact"
+
+
+def test_config_rejects_unknown_kind_and_bad_values():
+    with pytest.raises(ConfigError, match="kind"):
+        IndexConfig(kind="hnsw")
+    with pytest.raises(ConfigError, match="num_leaves"):
+        IndexConfig(num_leaves=0)
+    with pytest.raises(ConfigError, match="exceeds"):
+        IndexConfig(kind="scann", num_leaves=500).resolved(100)
+
+
+def test_exact_index_matches_numpy_brute_force(data):
+    ids, x, q = data
+    index = build_index(ids, x, IndexConfig(kind="exact", batch_size=64))
+    assert isinstance(index, ExactIndex)
+    idx, scores = index.search_indices(q, 10)
+    assert idx.dtype == np.int64 and scores.dtype == np.float32 and idx.shape == (200, 10)
+    np.testing.assert_array_equal(idx, brute(x, q, 10))
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    found, _ = index.search(x[:5], 1)
+    assert found[:, 0].tolist() == ids[:5]
+    assert found.dtype.kind == "U"
+
+
+def test_scann_recall_against_exact(data, scann_index):
+    ids, x, q = data
+    assert isinstance(scann_index, ScannIndex)
+    approx, scores = scann_index.search_indices(q, 10)
+    assert recall_at_k(approx, brute(x, q, 10), 10) >= 0.95
+    assert np.all(scores[:, 0] > 0.9)  # queries are near-copies of items: cosine near 1
+
+
+def test_scann_pads_short_lists_with_minus_one(data):
+    ids, x, q = data
+    index = build_index(ids, x, IndexConfig(kind="scann", num_leaves=60, leaves_to_search=1))
+    idx, scores = index.search_indices(q[:20], 200, leaves_to_search=1)
+    short = idx == -1
+    assert short.any()  # one leaf of ~50 items cannot fill 200 slots
+    assert np.all(np.isneginf(scores[short]))
+    found, _ = index.search(q[:20], 200, leaves_to_search=1)
+    assert np.all(found[short] == "")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_input_errors(data, scann_index):
+    ids, x, q = data
+    with pytest.raises(ConfigError, match="dimension 16 but the index holds 32"):
+        scann_index.search(q[:, :16], 5)
+    with pytest.raises(ConfigError, match="k=3001 exceeds the 3000 items"):
+        scann_index.search(q, 3001)
+    with pytest.raises(ConfigError, match="positive"):
+        scann_index.search(q, 0)
+    bad = q.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ConfigError, match=r"NaN or inf \(first rows: \[3\]\)"):
+        scann_index.search(bad, 5)
+    with pytest.raises(ConfigError, match="zero vector"):
+        scann_index.search(np.zeros((2, 32), np.float32), 5)
+    with pytest.raises(ConfigError, match="no rows"):
+        scann_index.search(np.zeros((0, 32), np.float32), 5)
+    items = x[:10].copy()
+    items[4] = 0.0
+    with pytest.raises(ConfigError, match="p00004"):
+        build_index(ids[:10], items, IndexConfig(kind="exact"))
+    items[4, 0] = np.inf
+    with pytest.raises(ConfigError, match="NaN or inf .*p00004"):
+        build_index(ids[:10], items, IndexConfig(kind="exact"))
+    with pytest.raises(ConfigError, match="no rows"):
+        build_index([], np.zeros((0, 32), np.float32))
+    with pytest.raises(ConfigError, match="3 item ids but 2"):
+        build_index(["a", "b", "c"], x[:2])
+    with pytest.raises(ConfigError, match="not unique"):
+        build_index(["a", "a"], x[:2])
+
+
+# ------------------------------------------------------------------ persistence
+
+
+@pytest.mark.parametrize("kind", ["scann", "exact"])
+def test_save_load_identity(tmp_path, data, scann_index, kind):
+    ids, x, q = data
+    index = scann_index if kind == "scann" else build_index(ids, x, IndexConfig(kind="exact"))
+    out = index.save(tmp_path / "ix")
+    loaded = load_index(out, expected_vectors=x)
+    assert type(loaded) is type(index) and loaded.config == index.config
+    a_ids, a_s = index.search(q, 10)
+    b_ids, b_s = loaded.search(q, 10)
+    np.testing.assert_array_equal(a_ids, b_ids)
+    np.testing.assert_array_equal(a_s, b_s)
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["embeddings"]["sha256"] == embedding_fingerprint(x)
+    assert meta["embeddings"]["shape"] == [3000, 32]
+    assert "items.parquet" in meta["files"]
+    # fingerprint given as a string works too, and the folder can be moved
+    moved = out.rename(tmp_path / "moved")
+    assert load_index(moved, expected_vectors=embedding_fingerprint(x)).n_items == 3000
+
+
+def test_load_refuses_other_embeddings(tmp_path, data, scann_index):
+    _, x, _ = data
+    scann_index.save(tmp_path / "ix")
+    changed = x.copy()
+    changed[7, 0] += 1e-3
+    with pytest.raises(IndexFileError, match="rebuild the index"):
+        load_index(tmp_path / "ix", expected_vectors=changed)
+    with pytest.raises(IndexFileError, match="rebuild"):
+        load_index(tmp_path / "ix", expected_vectors=x[:100])
+
+
+def test_load_refuses_missing_altered_and_extra_files(tmp_path, data, scann_index):
+    scann_index.save(tmp_path / "ix")
+    folder = tmp_path / "ix"
+    with pytest.raises(IndexFileError, match="no index folder"):
+        load_index(tmp_path / "nowhere")
+    # altered byte in a ScaNN asset
+    asset = folder / "scann" / "dataset.npy"
+    raw = bytearray(asset.read_bytes())
+    raw[-1] ^= 0xFF
+    asset.write_bytes(bytes(raw))
+    with pytest.raises(IndexFileError, match="dataset.npy: sha256 differs"):
+        load_index(folder)
+    scann_index.save(folder)  # overwrite restores it
+    assert load_index(folder).n_items == 3000
+    (folder / "scann" / "scann_docids.pkl").write_bytes(b"not loaded")
+    with pytest.raises(IndexFileError, match="unexpected file"):
+        load_index(folder)
+    (folder / "scann" / "scann_docids.pkl").unlink()
+    (folder / "items.parquet").unlink()
+    with pytest.raises(IndexFileError, match=r"missing file\(s\) \['items.parquet'\]"):
+        load_index(folder)
+    (folder / "index.json").unlink()
+    with pytest.raises(IndexFileError, match="index.json: missing"):
+        load_index(folder)
+
+
+def test_interrupted_save_leaves_nothing_half_written(tmp_path, data, scann_index, monkeypatch):
+    ids, x, q = data
+    target = tmp_path / "ix"
+    scann_index.save(target)
+    before = sorted(p.name for p in target.rglob("*"))
+
+    def boom(self, folder: Path) -> None:
+        (folder / "partial.bin").write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ScannIndex, "_payload", boom)
+    with pytest.raises(KeyboardInterrupt):
+        scann_index.save(target)
+    with pytest.raises(KeyboardInterrupt):
+        scann_index.save(tmp_path / "fresh")
+    assert sorted(p.name for p in target.rglob("*")) == before
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no staging folders left
+    monkeypatch.undo()
+    assert load_index(target, expected_vectors=x).n_items == len(ids)
+    with pytest.raises(IndexFileError, match="overwrite"):
+        scann_index.save(target, overwrite=False)
+
+
+# ------------------------------------------------------------------ tuning
+
+
+def test_recall_at_k_hand_checked():
+    approx = np.array([[1, 2, 3], [4, 5, 6]])
+    exact = np.array([[1, 2, 9], [7, 8, 6]])
+    # query 0: {1,2} of {1,2,9} -> 2 hits; query 1: {6} -> 1 hit; (2 + 1) / (2 * 3)
+    assert recall_at_k(approx, exact, 3) == pytest.approx(0.5)
+    assert recall_at_k(approx, exact, 1) == pytest.approx(0.5)  # 1 == 1, 4 != 7
+    # -1 pads never count as hits
+    assert recall_at_k(np.array([[-1, -1]]), np.array([[3, -1]]), 2) == 0.0
+    ids = np.array([["a", "b"]])
+    assert recall_at_k(ids, np.array([["b", "c"]]), 2) == pytest.approx(0.5)
+    with pytest.raises(ConfigError):
+        recall_at_k(approx, exact, 4)
+
+
+def test_choose_setting_fastest_meeting_target():
+    rows = [
+        {"leaves_to_search": 1, "reorder": 10, "recall@10": 0.80, "qps": 900.0, "build_s": 1.0},
+        {"leaves_to_search": 2, "reorder": 50, "recall@10": 0.96, "qps": 500.0, "build_s": 1.0},
+        {"leaves_to_search": 4, "reorder": 50, "recall@10": 0.99, "qps": 300.0, "build_s": 1.0},
+    ]
+    chosen = choose_setting(rows, 0.95)
+    assert (chosen["leaves_to_search"], chosen["meets_target"]) == (2, True)
+    fallback = choose_setting(rows, 0.999)
+    assert (fallback["leaves_to_search"], fallback["meets_target"]) == (4, False)
+    cfg = config_for_setting(IndexConfig.for_size(3000), chosen)
+    assert (cfg.kind, cfg.leaves_to_search, cfg.reorder) == ("scann", 2, 50)
+    with pytest.raises(ConfigError):
+        choose_setting([])
+
+
+def test_sweep_rows_and_recall(data):
+    ids, x, q = data
+    rows = sweep(
+        ids, x, q, k=10, leaves_to_search=[1, 60], reorder=[5, 300], repeats=1, progress=False
+    )
+    assert [(r["leaves_to_search"], r["reorder"]) for r in rows] == [
+        (1, 10),
+        (1, 300),
+        (55, 10),
+        (55, 300),
+    ]  # reorder < k raised to k; leaves clamped to 55
+    assert {"num_leaves", "recall@10", "qps", "build_s"} <= rows[0].keys()
+    by = {(r["leaves_to_search"], r["reorder"]): r["recall@10"] for r in rows}
+    # searching every leaf with a generous re-order is exact; one leaf is not
+    assert by[(55, 300)] >= 0.99 > by[(1, 10)]
+    assert all(r["qps"] > 0 and r["build_s"] > 0 for r in rows)
+
+
+# ------------------------------------------------------------------ cross-modal
+
+
+class FakeEncoder:
+    """Maps words, image names and audio names to fixed directions (like trained towers)."""
+
+    def __init__(self, basis: dict[str, np.ndarray]):
+        self.basis = basis
+
+    def _enc(self, keys):
+        v = torch.tensor(np.stack([self.basis[k] for k in keys]))
+        return torch.nn.functional.normalize(v, dim=1)
+
+    def encode_text(self, texts):
+        return self._enc(texts)
+
+    def encode_images(self, paths):
+        return self._enc([Path(p).stem for p in paths])
+
+    def encode_audio(self, paths):
+        return self._enc([Path(p).stem for p in paths])
+
+
+def test_cross_modal_queries_on_tiny_catalog(tmp_path):
+    eye = np.eye(4, dtype=np.float32)
+    # four items: red chair (image-led), oak table (audio-led), striped rug, text-only lamp
+    frame = pl.DataFrame(
+        {
+            "item_id": ["chair", "table", "rug", "lamp"],
+            "text": [eye[0].tolist(), eye[1].tolist(), eye[2].tolist(), eye[3].tolist()],
+            "image": [eye[0].tolist(), None, eye[2].tolist(), None],
+            "audio": [None, eye[1].tolist(), None, None],
+            "fused": [(eye[i] + 0.1 * eye[(i + 1) % 4]).tolist() for i in range(4)],
+            "weight_text": [0.2, 0.3, 0.5, 1.0],
+            "weight_image": [0.8, None, 0.5, None],
+            "weight_audio": [None, 0.7, None, None],
+        },
+        schema_overrides={"weight_text": pl.Float32},
+    )
+    frame.write_parquet(tmp_path / "items.parquet")
+    emb = read_item_embeddings(tmp_path, "fused")
+    index = build_index(emb.item_ids, emb.vectors, IndexConfig(kind="exact"), items=emb.info)
+    enc = FakeEncoder({"red chair": eye[0], "oak": eye[1], "rug_photo": eye[2], "knock": eye[1]})
+
+    hits = search_by_text(enc, index, "red chair", k=2)
+    assert hits["item_id"].to_list() == ["chair", "lamp"]  # lamp's fused vector leaks 0.1 of axis 0
+    assert hits["rank"].to_list() == [1, 2]
+    top = hits.row(0, named=True)
+    assert top["query"] == "red chair" and top["leading_modality"] == "image"
+    assert top["weight_image"] == pytest.approx(0.8) and top["weight_audio"] is None
+    assert hits.row(1, named=True)["leading_modality"] == "text"
+
+    img = search_by_image(enc, index, tmp_path / "rug_photo.jpg", k=1)
+    assert img["item_id"].to_list() == ["rug"] and img["query"].to_list() == ["rug_photo.jpg"]
+    aud = search_by_audio(enc, index, [tmp_path / "knock.wav"], k=1)
+    assert aud.row(0, named=True)["item_id"] == "table"
+    assert aud.row(0, named=True)["leading_modality"] == "audio"
+
+    both = search_by_text(enc, index, ["red chair", "oak"], k=1)
+    assert both["item_id"].to_list() == ["chair", "table"]
+
+    # saved and reloaded, the index keeps the weights that explain matches
+    loaded = load_index(index.save(tmp_path / "ix"), expected_vectors=emb.vectors)
+    assert search_by_text(enc, loaded, "oak", k=1)["weight_audio"].to_list() == [pytest.approx(0.7)]
+
+
+def test_read_item_embeddings_errors(tmp_path):
+    with pytest.raises(CatalogError, match="not found"):
+        read_item_embeddings(tmp_path)
+    pl.DataFrame(
+        {"item_id": ["a"], "fused": [[1.0, 0.0]], "audio": [None]},
+        schema_overrides={"audio": pl.List(pl.Float32)},
+    ).write_parquet(tmp_path / "items.parquet")
+    with pytest.raises(CatalogError, match="no rows with a 'audio'"):
+        read_item_embeddings(tmp_path, "audio")
+    with pytest.raises(CatalogError, match="expected columns item_id and 'image'"):
+        read_item_embeddings(tmp_path / "items.parquet", "image")
+    assert read_item_embeddings(tmp_path).vectors.shape == (1, 2)
