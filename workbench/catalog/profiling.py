@@ -1,0 +1,172 @@
+"""Profiling a catalog: the tables behind notebook 01 and the figures built from them.
+
+Statistics are polars frames (sorted, so outputs are deterministic); figure
+builders return plotly figures and never show them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import polars as pl
+
+from workbench.catalog.io import Catalog
+from workbench.media import image_to_png_bytes, load_image
+
+
+def table_counts(cat: Catalog) -> pl.DataFrame:
+    """Rows per table (0 for an absent table)."""
+    rows = []
+    for name in ("products", "interactions", "queries", "qrels"):
+        lf = cat.table(name)
+        rows.append({"table": name, "rows": 0 if lf is None else lf.select(pl.len()).collect().item()})
+    return pl.DataFrame(rows)
+
+
+def modality_coverage(cat: Catalog) -> pl.DataFrame:
+    """Share of products that have each modality (text is always present)."""
+    df = cat.products.select(
+        pl.len().alias("products"),
+        pl.col("image").is_not_null().sum().alias("image"),
+        pl.col("audio").is_not_null().sum().alias("audio"),
+    ).collect()
+    n = df.item(0, "products")
+    return pl.DataFrame(
+        {
+            "modality": ["text", "image", "audio"],
+            "products_with": [n, df.item(0, "image"), df.item(0, "audio")],
+            "share": [1.0, round(df.item(0, "image") / n, 4), round(df.item(0, "audio") / n, 4)],
+        }
+    )
+
+
+def category_counts(cat: Catalog, level: int = 1) -> pl.DataFrame:
+    """Products per category path truncated to `level` parts ("home/chairs" at level 1 is "home")."""
+    return (
+        cat.products.select(pl.col("category").str.split("/").list.head(level).list.join("/").alias("category"))
+        .group_by("category")
+        .len("products")
+        .sort(["products", "category"], descending=[True, False])
+        .collect()
+    )
+
+
+def attribute_counts(cat: Catalog) -> pl.DataFrame:
+    """(attribute, value, products) over the JSON `attributes` column."""
+    values = cat.products.select("attributes").collect().get_column("attributes").to_list()
+    counts: dict[tuple[str, str], int] = {}
+    for text in values:
+        if text is None:
+            continue
+        for key, value in json.loads(text).items():
+            counts[(key, str(value))] = counts.get((key, str(value)), 0) + 1
+    if not counts:
+        return pl.DataFrame(schema={"attribute": pl.Utf8, "value": pl.Utf8, "products": pl.Int64})
+    return pl.DataFrame(
+        [{"attribute": k, "value": v, "products": n} for (k, v), n in counts.items()]
+    ).sort(["attribute", "products", "value"], descending=[False, True, False])
+
+
+def interactions_per_day(cat: Catalog) -> pl.DataFrame:
+    if cat.interactions is None:
+        return pl.DataFrame(schema={"day": pl.Date, "event": pl.Utf8, "interactions": pl.UInt32})
+    return (
+        cat.interactions.group_by(pl.col("timestamp").dt.date().alias("day"), "event")
+        .len("interactions")
+        .sort(["day", "event"])
+        .collect()
+    )
+
+
+def user_activity(cat: Catalog) -> pl.DataFrame:
+    """Interactions per user, most active first, with the user's rank (the long tail)."""
+    if cat.interactions is None:
+        return pl.DataFrame(schema={"rank": pl.UInt32, "user_id": pl.Utf8, "interactions": pl.UInt32})
+    return (
+        cat.interactions.group_by("user_id")
+        .len("interactions")
+        .sort(["interactions", "user_id"], descending=[True, False])
+        .with_row_index("rank", offset=1)
+        .collect()
+    )
+
+
+def most_popular(cat: Catalog, k: int = 10) -> pl.DataFrame:
+    """The `k` items with the most interactions, with title and category."""
+    if cat.interactions is None:
+        return pl.DataFrame(schema={"item_id": pl.Utf8, "interactions": pl.UInt32, "title": pl.Utf8, "category": pl.Utf8})
+    return (
+        cat.interactions.group_by("item_id")
+        .len("interactions")
+        .sort(["interactions", "item_id"], descending=[True, False])
+        .head(k)
+        .join(cat.products.select("item_id", "title", "category"), on="item_id", how="left")
+        .collect()
+    )
+
+
+# ---- figures ----
+
+def bar_figure(df: pl.DataFrame, x: str, y: str, title: str, color: str | None = None) -> go.Figure:
+    fig = px.bar(df, x=x, y=y, color=color, title=title)
+    return fig.update_layout(height=380, margin={"t": 50, "b": 40})
+
+
+def activity_figure(activity: pl.DataFrame) -> go.Figure:
+    fig = px.line(activity, x="rank", y="interactions", log_y=True, title="User activity (long tail)")
+    return fig.update_layout(height=350, xaxis_title="user rank", yaxis_title="interactions (log)")
+
+
+def timeline_figure(per_day: pl.DataFrame) -> go.Figure:
+    fig = px.area(per_day, x="day", y="interactions", color="event", title="Interactions per day")
+    return fig.update_layout(height=350)
+
+
+# ---- media for people to look at and listen to ----
+
+def image_gallery_html(cat: Catalog, item_ids: list[str], size: int = 96, columns: int = 6) -> str:
+    """An HTML grid of product images (inline PNG) with their titles; missing images are marked."""
+    rows = (
+        cat.products.filter(pl.col("item_id").is_in(item_ids))
+        .select("item_id", "title", "image")
+        .collect()
+    )
+    by_id = {r["item_id"]: r for r in rows.iter_rows(named=True)}
+    cells = []
+    for item_id in item_ids:
+        row = by_id[item_id]
+        if row["image"] is None:
+            img = f'<div style="width:{size}px;height:{size}px;background:#eee;line-height:{size}px">no image</div>'
+        else:
+            png = image_to_png_bytes(load_image(cat.media_path(row["image"]), size=size))
+            img = f'<img width="{size}" height="{size}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+        cells.append(
+            f'<figure style="margin:4px;text-align:center;width:{size + 40}px">{img}'
+            f'<figcaption style="font-size:11px">{html.escape(row["title"])}</figcaption></figure>'
+        )
+    return f'<div style="display:grid;grid-template-columns:repeat({columns},auto)">{"".join(cells)}</div>'
+
+
+def audio_clip(cat: Catalog, item_id: str) -> tuple[np.ndarray, int]:
+    """(waveform, sample rate) of a product's audio clip, for IPython.display.Audio."""
+    from workbench.media import AUDIO_SAMPLE_RATE, load_audio
+
+    rel = cat.products.filter(pl.col("item_id") == item_id).select("audio").collect().item()
+    if rel is None:
+        raise ValueError(f"product {item_id!r} has no audio")
+    return load_audio(cat.media_path(rel), AUDIO_SAMPLE_RATE), AUDIO_SAMPLE_RATE
+
+
+def wav_bytes(wave: np.ndarray, rate: int) -> bytes:
+    """16-bit PCM WAV bytes (deterministic, unlike re-encoding through a player)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
