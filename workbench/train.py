@@ -371,11 +371,12 @@ def load_checkpoint(
     model = unwrap_model(model)
     expected = model.state_dict()
     aliases = doc.get("aliases", {})
-    for name, t in tensors.items():
-        if name in expected and tuple(expected[name].shape) != tuple(t.shape):
+    for name, target in expected.items():  # model order: the first mismatch a reader expects
+        t = tensors.get(name)
+        if t is not None and tuple(target.shape) != tuple(t.shape):
             raise CheckpointError(
                 f"{weights}: tensor {name!r} has shape {tuple(t.shape)} in the checkpoint but "
-                f"{tuple(expected[name].shape)} in the model ({type(model).__name__}); was the "
+                f"{tuple(target.shape)} in the model ({type(model).__name__}); was the "
                 "model built with the same config?")
     unexpected = sorted(set(tensors) - set(expected))
     missing = sorted(set(expected) - set(tensors) - set(aliases))
