@@ -1,0 +1,294 @@
+"""Image and audio rendering for the synthetic catalog (no polars: cheap to import in workers).
+
+Each product's media depend only on its attributes and on a random generator
+seeded from ``(seed, stream, item index)``, so the files are byte-identical
+whatever the chunking or the number of worker processes.
+
+* Image: a shape chosen by the leaf category (8 base outlines x 3 variants),
+  filled with the product colour in one of four patterns, rotated, on a
+  cluttered grey background, with pixel noise. Colour and pattern are visible
+  only here (unless the text happens to mention them).
+* Audio: a tap on the object, 1 s mono 16 kHz PCM_16 WAV; the partials, their
+  inharmonicity and the decay depend on the material, with an impact click,
+  an occasional bounce and background noise.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageDraw
+
+SAMPLE_RATE = 16_000
+AUDIO_SECONDS = 1.0
+PNG_COMPRESS_LEVEL = 1  # fixed so that files are byte-identical; 1 is fast and small enough
+
+IMAGE_STREAM = 101
+AUDIO_STREAM = 102
+
+# Colour vocabulary order is shared with synthetic.py (index -> RGB).
+COLOUR_RGB: tuple[tuple[int, int, int], ...] = (
+    (200, 30, 35),  # red
+    (235, 125, 20),  # orange
+    (235, 205, 40),  # yellow
+    (40, 150, 60),  # green
+    (35, 80, 200),  # blue
+    (120, 50, 160),  # purple
+    (235, 120, 175),  # pink
+    (120, 75, 35),  # brown
+    (25, 25, 25),  # black
+    (240, 240, 240),  # white
+)
+PATTERNS: tuple[str, ...] = ("plain", "stripes", "dots", "checks")
+MATERIALS: tuple[str, ...] = ("wood", "metal", "glass", "plastic", "fabric", "ceramic")
+
+# Material -> (f0 range Hz, partial ratios, decay range s, impact-noise level).
+# Ranges overlap on purpose (wood/plastic, glass/ceramic) so audio is informative, not trivial.
+MATERIAL_SOUND: dict[str, tuple[tuple[float, float], tuple[float, ...], tuple[float, float], float]] = {
+    "wood": ((230.0, 560.0), (1.0, 2.6, 4.1), (0.04, 0.11), 0.35),
+    "metal": ((600.0, 1400.0), (1.0, 2.76, 5.40, 8.93), (0.40, 0.90), 0.05),
+    "glass": ((1300.0, 2800.0), (1.0, 2.32, 4.25), (0.22, 0.50), 0.06),
+    "plastic": ((330.0, 820.0), (1.0, 1.55, 2.4), (0.02, 0.06), 0.30),
+    "fabric": ((70.0, 200.0), (1.0, 1.9), (0.01, 0.035), 0.90),
+    "ceramic": ((850.0, 1900.0), (1.0, 2.05, 3.85, 6.2), (0.11, 0.28), 0.12),
+}
+
+N_BASE_SHAPES = 8
+N_SHAPE_VARIANTS = 3
+
+
+def item_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of one item's media: depends only on (seed, stream, index)."""
+    return np.random.default_rng([int(seed), int(stream), int(index)])
+
+
+# ---------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------
+
+
+def _regular(n: int, start: float, radius: float = 1.0) -> np.ndarray:
+    a = start + 2 * np.pi * np.arange(n) / n
+    return np.stack([radius * np.cos(a), radius * np.sin(a)], axis=1)
+
+
+def _base_outline(base: int) -> np.ndarray:
+    """Unit outline (x right, y down) of one of the 8 base shapes."""
+    if base == 0:  # circle
+        return _regular(40, 0.0)
+    if base == 1:  # axis-aligned square
+        return _regular(4, np.pi / 4) * 1.15
+    if base == 2:  # triangle, apex up
+        return _regular(3, -np.pi / 2) * 1.1
+    if base == 3:  # hexagon
+        return _regular(6, 0.0)
+    if base == 4:  # five-pointed star
+        a = -np.pi / 2 + np.pi * np.arange(10) / 5
+        r = np.where(np.arange(10) % 2 == 0, 1.05, 0.45)
+        return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+    if base == 5:  # plus-shaped cross
+        w = 0.33
+        return np.array(
+            [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
+             (-1, w), (-1, -w), (-w, -w)], dtype=float)
+    if base == 6:  # wide ellipse
+        return _regular(40, 0.0) * np.array([1.0, 0.55])
+    # half disc, flat side down
+    a = np.linspace(np.pi, 2 * np.pi, 24)
+    return np.stack([np.cos(a), np.sin(a) + 0.4], axis=1)
+
+
+def shape_polygons(leaf: int) -> list[tuple[np.ndarray, bool]]:
+    """Polygons (unit coordinates, True = fill, False = cut out) drawing a leaf category's shape."""
+    base, variant = leaf % N_BASE_SHAPES, (leaf // N_BASE_SHAPES) % N_SHAPE_VARIANTS
+    outline = _base_outline(base)
+    if variant == 0:
+        return [(outline, True)]
+    if variant == 1:  # with a round hole
+        return [(outline, True), (_regular(24, 0.0, 0.34), False)]
+    # on a stand: smaller shape raised, a stem and a foot
+    top = outline * 0.68 + np.array([0.0, -0.3])
+    stem = np.array([(-0.09, 0.25), (0.09, 0.25), (0.09, 0.85), (-0.09, 0.85)])
+    foot = np.array([(-0.6, 0.8), (0.6, 0.8), (0.6, 1.0), (-0.6, 1.0)])
+    return [(top, True), (stem, True), (foot, True)]
+
+
+def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int, size: int = 64) -> np.ndarray:
+    """One product image, (size, size, 3) uint8."""
+    s = float(size)
+    # Background: a muted grey with a gradient, then clutter of random strokes and blobs
+    # (some saturated, so colour is the shape's fill, not "any coloured pixel").
+    grey = rng.uniform(70, 200)
+    tint = rng.normal(0.0, 12.0, 3)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    gdir = rng.uniform(0, 2 * np.pi)
+    ramp = ((xx - s / 2) * math.cos(gdir) + (yy - s / 2) * math.sin(gdir)) / s
+    bg = np.clip(grey + tint[None, None, :] + 40.0 * ramp[..., None], 0, 255).astype(np.uint8)
+    canvas = Image.fromarray(bg, "RGB")
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(3, 8))):
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        x0, y0 = rng.uniform(-0.1, 1.0, 2) * s
+        w, h = rng.uniform(0.05, 0.35, 2) * s
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            draw.line([(x0, y0), (x0 + w, y0 + h)], fill=col, width=max(1, int(s / 40)))
+        elif kind == 1:
+            draw.rectangle([x0, y0, x0 + w * 0.5, y0 + h * 0.5], fill=col)
+        else:
+            draw.ellipse([x0, y0, x0 + w * 0.5, y0 + h * 0.5], fill=col)
+    background = np.asarray(canvas, dtype=np.float32)
+
+    # Shape mask: rotated, scaled, jittered outline of the leaf category.
+    theta = rng.uniform(-0.45, 0.45)  # about +-25 degrees
+    radius = rng.uniform(0.28, 0.40) * s
+    centre = s / 2 + rng.uniform(-0.08, 0.08, 2) * s
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    mask_img = Image.new("L", (size, size), 0)
+    mdraw = ImageDraw.Draw(mask_img)
+    for poly, fill in shape_polygons(leaf):
+        pts = poly @ rot.T * radius + centre
+        mdraw.polygon([(float(x), float(y)) for x, y in pts], fill=255 if fill else 0)
+    mask = np.asarray(mask_img, dtype=np.float32)[..., None] / 255.0
+
+    # Fill: jittered product colour, patterned with a lighter or darker version of itself.
+    base_rgb = np.array(COLOUR_RGB[colour], dtype=np.float32)
+    primary = np.clip(base_rgb * rng.uniform(0.85, 1.1) + rng.normal(0.0, 10.0, 3), 0, 255)
+    if base_rgb.mean() > 150:
+        secondary = primary * 0.45
+    else:
+        secondary = primary * 0.35 + 255.0 * 0.65
+    phi = theta + rng.uniform(-0.2, 0.2)
+    period = rng.uniform(0.11, 0.17) * s
+    u = ((xx - centre[0]) * math.cos(phi) + (yy - centre[1]) * math.sin(phi)) / period
+    v = (-(xx - centre[0]) * math.sin(phi) + (yy - centre[1]) * math.cos(phi)) / period
+    if pattern == 1:  # stripes
+        sec = (u - np.floor(u)) < 0.5
+    elif pattern == 2:  # dots
+        du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
+        sec = du * du + dv * dv < 0.3**2
+    elif pattern == 3:  # checks
+        sec = (np.floor(u) + np.floor(v)) % 2 == 0
+    else:  # plain
+        sec = np.zeros_like(u, dtype=bool)
+    fill = np.where(sec[..., None], secondary[None, None, :], primary[None, None, :])
+    shade = 1.0 + 0.12 * ((xx - centre[0]) * math.cos(gdir) + (yy - centre[1]) * math.sin(gdir)) / s
+    fill = fill * shade[..., None]
+
+    img = background * (1.0 - mask) + fill * mask
+    img += rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(3.0, 11.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------
+
+_T = np.arange(int(SAMPLE_RATE * AUDIO_SECONDS), dtype=np.float64) / SAMPLE_RATE
+
+
+def render_audio(rng: np.random.Generator, material: int) -> np.ndarray:
+    """One tap sound, float32 mono in [-1, 1], SAMPLE_RATE * AUDIO_SECONDS samples."""
+    (f_lo, f_hi), ratios, (d_lo, d_hi), impact = MATERIAL_SOUND[MATERIALS[material]]
+    n = _T.size
+    f0 = math.exp(rng.uniform(math.log(f_lo), math.log(f_hi)))
+    decay = rng.uniform(d_lo, d_hi)
+    onset = rng.uniform(0.02, 0.25)
+    out = np.zeros(n, dtype=np.float64)
+
+    def tap(t0: float, amp: float) -> None:
+        i0 = int(t0 * SAMPLE_RATE)
+        if i0 >= n:
+            return
+        t = _T[: n - i0]
+        env_len = min(t.size, int(SAMPLE_RATE * min(1.0, decay * 8)))
+        t = t[:env_len]
+        sig = np.zeros(env_len)
+        for k, ratio in enumerate(ratios):
+            f = f0 * ratio * (1.0 + rng.normal(0.0, 0.015))
+            if f >= SAMPLE_RATE / 2 - 200:
+                continue
+            a = amp * rng.uniform(0.5, 1.0) / (1.0 + k) ** 1.2
+            sig += a * np.exp(-t / (decay / (1.0 + 0.6 * k))) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+        # impact click: a short burst of (for fabric, smoothed) noise
+        m = min(env_len, int(SAMPLE_RATE * 0.03))
+        burst = rng.standard_normal(m) * np.exp(-t[:m] / 0.004)
+        if material == MATERIALS.index("fabric"):
+            burst = np.convolve(burst, np.ones(12) / 12.0, mode="same") * 3.0
+        sig[:m] += amp * impact * burst
+        out[i0 : i0 + env_len] += sig
+
+    tap(onset, 1.0)
+    if rng.random() < 0.3:  # a bounce
+        tap(onset + rng.uniform(0.12, 0.4), rng.uniform(0.25, 0.6))
+    peak = float(np.abs(out).max()) or 1.0
+    out *= rng.uniform(0.3, 0.85) / peak
+    snr_db = rng.uniform(12.0, 35.0)
+    rms = float(np.sqrt(np.mean(out**2))) or 1e-3
+    out += rng.standard_normal(n) * rms / (10 ** (snr_db / 20))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def wav_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Worker entry point
+# ---------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def render_block(
+    root: str,
+    seed: int,
+    image_size: int,
+    indices: Sequence[int],
+    leaves: Sequence[int],
+    colours: Sequence[int],
+    patterns: Sequence[int],
+    materials: Sequence[int],
+    image_paths: Sequence[str | None],
+    audio_paths: Sequence[str | None],
+) -> int:
+    """Render and write the media of a block of items under the catalog folder ``root``.
+
+    Paths are relative to ``root`` (e.g. ``media/images/p0000123.png``); None skips
+    that file (the product lacks the modality). Returns the number of files written.
+    """
+    base = Path(root)
+    written = 0
+    for i, idx in enumerate(indices):
+        if image_paths[i] is not None:
+            img = render_image(item_rng(seed, IMAGE_STREAM, idx), int(leaves[i]), int(colours[i]),
+                               int(patterns[i]), image_size)
+            _write(base / image_paths[i], png_bytes(img))
+            written += 1
+        if audio_paths[i] is not None:
+            wav = render_audio(item_rng(seed, AUDIO_STREAM, idx), int(materials[i]))
+            _write(base / audio_paths[i], wav_bytes(wav))
+            written += 1
+    return written
+
+
+def _worker_init() -> None:
+    # Each worker is single-threaded numpy; keep BLAS from oversubscribing the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
