@@ -255,7 +255,8 @@ def _dedup_state_dict(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, st
             continue
         if key is not None:
             seen[key] = name
-        tensors[name] = t.to("cpu").contiguous().clone() if t.device.type != "cpu" else t.contiguous().clone()
+        # A copy: the file must not alias live parameters (safetensors refuses shared storage).
+        tensors[name] = t.to("cpu", copy=True).contiguous()
     return tensors, aliases
 
 
@@ -401,7 +402,7 @@ def load_checkpoint(
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
     if isinstance(obj, Tensor):
-        tensors[prefix] = obj.detach().to("cpu").contiguous().clone()
+        tensors[prefix] = obj.detach().to("cpu", copy=True).contiguous()
         return {"__tensor__": prefix}
     if isinstance(obj, np.ndarray):
         tensors[prefix] = torch.from_numpy(np.ascontiguousarray(obj)).clone()
@@ -536,17 +537,31 @@ def _dist_info() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def _finalise(record_sums: dict[str, Tensor], n: Tensor, world: int) -> dict[str, float]:
+def _accumulate(sums: dict[str, Tensor], key: str, value: Any, n: int,
+                device: torch.device) -> None:
+    """sums[key] += value * n on the device, without a host sync."""
+    if not isinstance(value, Tensor):
+        value = torch.tensor(float(value), device=device)
+    value = value.detach()
+    if value.ndim:
+        value = value.float().mean()
+    if key in sums:
+        sums[key].add_(value, alpha=n)
+    else:
+        sums[key] = value.float() * n
+
+
+def _finalise(sums: dict[str, Tensor], samples: int, world: int,
+              device: torch.device) -> dict[str, float]:
     """Epoch means of the summed metrics: one all-reduce (under DDP) and one host copy."""
-    keys = sorted(record_sums)
-    if not keys:
-        return {}
-    stacked = torch.stack([record_sums[k] for k in keys] + [n])
+    keys = sorted(sums)
+    count = torch.tensor(float(samples), device=device)
+    stacked = torch.stack([sums[k].to(device) for k in keys] + [count])
     if world > 1:
         torch.distributed.all_reduce(stacked)
     values = stacked.cpu().tolist()
-    count = values[-1] or 1.0
-    return {k: v / count for k, v in zip(keys, values[:-1], strict=True)}
+    total = values[-1] or 1.0
+    return {k: v / total for k, v in zip(keys, values[:-1], strict=True)}
 
 
 def _check_resume_config(saved: Mapping[str, Any], config: TrainConfig, n_items: int,
@@ -792,7 +807,6 @@ def _run_epoch(
     step: int, steps_per_epoch: int, world: int, show: bool, task: Task,
 ) -> tuple[dict[str, Any], int]:
     sums: dict[str, Tensor] = {}
-    n_seen = torch.zeros((), device=device, dtype=torch.float32)
     samples = 0
     data_wait = 0.0
     lr_used = optimizer.param_groups[0]["lr"]
@@ -801,48 +815,47 @@ def _run_epoch(
                leave=False, dynamic_ncols=True)
     it = iter(loader)
     i = 0
-    while True:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        data_wait += time.perf_counter() - t0
-        n = _batch_len(batch)
-        batch = _to_device(batch, device)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16,
-                            enabled=amp_dtype is not None):
-            out = train_module(batch)
-        if not isinstance(out, Mapping) or "loss" not in out:
-            raise ConfigError(
-                f"{type(task).__name__}.loss returned {type(out).__name__} "
-                f"{sorted(out) if isinstance(out, Mapping) else ''}; expected a dict with 'loss'")
-        loss = out["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            sums["grad_norm"] = sums.get("grad_norm", 0) + norm.detach().float() * n
-        lr_used = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        samples += n
-        n_seen += n
-        for k, v in out.items():
-            if k == "grad_norm" and config.grad_clip is not None:
-                k = "task_grad_norm"
-            v = v.detach().float() if isinstance(v, Tensor) else torch.tensor(float(v), device=device)
-            if v.ndim:
-                v = v.mean()
-            sums[k] = sums.get(k, 0) + v * n
-        i += 1
-        if show:
-            bar.update(1)
-            if i % config.log_every == 0 or i == steps_per_epoch:
-                bar.set_postfix(loss=f"{loss.detach().float().item():.4f}")  # one sync per log_every
-    bar.close()
-    means = _finalise(sums, n_seen, world)  # syncs the device once
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            data_wait += time.perf_counter() - t0
+            n = _batch_len(batch)
+            batch = _to_device(batch, device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
+                out = train_module(batch)
+            if not isinstance(out, Mapping) or "loss" not in out:
+                raise ConfigError(
+                    f"{type(task).__name__}.loss returned {type(out).__name__} "
+                    f"{sorted(out) if isinstance(out, Mapping) else ''}; expected a dict with 'loss'")
+            loss = out["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                _accumulate(sums, "grad_norm", norm, n, device)
+            lr_used = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            samples += n
+            for k, v in out.items():
+                if k == "grad_norm" and config.grad_clip is not None:
+                    k = "task_grad_norm"  # the loop's own grad_norm keeps its name
+                _accumulate(sums, k, v, n, device)
+            i += 1
+            if show:
+                bar.update(1)
+                if i % config.log_every == 0 or i == steps_per_epoch:
+                    # the only host sync inside the epoch, once every log_every steps
+                    bar.set_postfix(loss=f"{loss.detach().float().item():.4f}")
+    finally:
+        bar.close()
+    means = _finalise(sums, samples, world, device)  # syncs the device once
     wall = time.perf_counter() - t_start
     record: dict[str, Any] = {"epoch": epoch, "step": step}
     record.update(means)
