@@ -1,0 +1,112 @@
+"""The series runner on two tiny notebooks: parameters injected, copies kept, failures named."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.pipeline import run_series
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell(
+        'PROFILE = "ci"\nCATALOG_DIR = "x"\nWORK_DIR = "y"\nREPORT_DIR = "z"'
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params] + [
+        nbformat.v4.new_code_cell(c) for c in cells
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def series(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(
+        nbs / "01_first.ipynb",
+        [
+            "import json, os, pathlib\n"
+            "out = pathlib.Path(REPORT_DIR) / '01_first'\n"
+            "out.mkdir(parents=True, exist_ok=True)\n"
+            "(out / 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'work': WORK_DIR,"
+            " 'catalog': CATALOG_DIR, 'cwd': os.getcwd(), 'env': os.environ['WORKBENCH_PROFILE']}))"
+        ],
+    )
+    _notebook(
+        nbs / "02_second.ipynb",
+        ["import pathlib\n(pathlib.Path(REPORT_DIR) / 'index.html').write_text('<html></html>')"],
+    )
+    _notebook(nbs / "03_broken.ipynb", ["x = 1", "y = 2\nraise ValueError('bad input in cell')"])
+    catalog = tmp_path / "cat"
+    catalog.mkdir()
+    return nbs, catalog, tmp_path / "reports"
+
+
+def test_runs_in_order_with_parameters(series, tmp_path):
+    nbs, catalog, reports = series
+    out = run_series(
+        "full",
+        catalog=catalog,
+        run_name="r1",
+        notebooks=["01_first", "02_second.ipynb"],
+        reports_root=reports,
+        work_dir=tmp_path / "work",
+        notebooks_dir=nbs,
+        progress=False,
+    )
+    assert out == reports / "r1" / "index.html"
+    got = json.loads((reports / "r1" / "01_first" / "metrics.json").read_text())
+    assert got == {
+        "profile": "full",
+        "work": str(tmp_path / "work"),
+        "catalog": str(catalog.resolve()),
+        "cwd": str(nbs),
+        "env": "full",
+    }
+    assert (reports / "r1" / "notebooks" / "01_first.ipynb").is_file()
+    assert (reports / "r1" / "notebooks" / "02_second.ipynb").is_file()
+    timing = json.loads((reports / "r1" / "series.json").read_text())
+    assert set(timing["notebooks"]) == {"01_first", "02_second"}
+
+
+def test_failure_names_notebook_and_cell(series):
+    nbs, catalog, reports = series
+    with pytest.raises(WorkbenchError) as err:
+        run_series(
+            catalog=catalog,
+            run_name="r2",
+            notebooks=["01_first", "03_broken", "02_second"],
+            reports_root=reports,
+            notebooks_dir=nbs,
+            progress=False,
+        )
+    msg = str(err.value)
+    assert "notebook 03_broken failed in cell" in msg
+    assert "ValueError: bad input in cell" in msg
+    assert "raise ValueError" in msg  # the cell's source
+    assert str(reports / "r2" / "notebooks" / "03_broken.ipynb") in msg
+    assert not (reports / "r2" / "notebooks" / "02_second.ipynb").exists()  # stopped there
+
+
+def test_bad_arguments(series):
+    nbs, catalog, reports = series
+    with pytest.raises(ConfigError, match="profile"):
+        run_series("gpu", notebooks_dir=nbs)
+    with pytest.raises(ConfigError, match="not found"):
+        run_series(
+            catalog=catalog, notebooks=["09_nothing"], notebooks_dir=nbs, reports_root=reports
+        )
+    with pytest.raises(ConfigError, match="run name"):
+        run_series(catalog=catalog, run_name="../escape", notebooks_dir=nbs, reports_root=reports)
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_series(catalog=catalog / "missing", notebooks_dir=nbs, reports_root=reports)
