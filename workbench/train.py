@@ -573,8 +573,10 @@ def _check_resume_config(saved: Mapping[str, Any], config: TrainConfig, n_items:
         changed.append(f"dataset length: {saved_items} -> {n_items}")
     if changed:
         warnings.warn(
-            f"resuming from {where} with changed settings ({'; '.join(changed)}); training "
-            "continues but will not match an uninterrupted run", stacklevel=3)
+            f"resuming from {where} with changed settings ({'; '.join(changed)}); the "
+            "checkpoint's optimizer settings (lr, betas, weight decay) are kept, the schedule "
+            "spans the new total of steps, and the result will not match an uninterrupted run",
+            stacklevel=3)
 
 
 def _jsonish(v: Any) -> Any:
@@ -729,9 +731,8 @@ def fit(
                 f"{resumed_from}: training state does not fit this model/optimizer: {exc}") from exc
         _check_resume_config(state_doc.get("config", {}), config, n_items,
                              state_doc.get("dataset_len"), resumed_from)
-        if state_doc.get("total_steps") != total_steps:
-            # A different length stretches the schedule from where it is.
-            scheduler.lr_lambdas = [_lr_lambda(total_steps, warmup_steps)]
+        # The scheduler keeps this call's lambda (over this call's total steps): a longer
+        # run stretches the cosine from the step reached; load_state_dict leaves it alone.
         _set_rng_state(rng, sampler_gen)
         start_epoch, step = int(state_doc["epoch"]), int(state_doc["step"])
         history = list(state_doc.get("history", []))
