@@ -1,0 +1,271 @@
+"""Evaluate the whole system from the files notebooks 01-06 wrote (what notebook 07 runs).
+
+Reads ``<catalog>`` and ``<work>/{embeddings,index,encoders,rankers}``:
+
+* the ANN index (``<work>/index``, checked against the fused embeddings) and an
+  exact index over the same vectors (the baseline for the ANN loss);
+* the query encoder (``<work>/encoders``) for the test split of the catalog's
+  search queries (``split_queries``: the split the encoders were aligned with,
+  so no test query was trained on);
+* the ranker ``<work>/rankers/<name>`` via ``workbench.rankers.load_ranker``
+  when the rankers package provides it; otherwise the named ranker is fitted
+  here on the same interaction split (``ranker_source`` says which);
+* per-modality embeddings (``text``/``image``/``audio`` columns of
+  ``items.parquet``) for the modality breakdown.
+
+Then runs :func:`~workbench.evaluate.system.evaluate_two_stage` on both tasks
+(search queries, next item), times single queries, and returns everything as
+a :class:`SystemRun` (numbers for metrics.json, timings apart, figures).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from workbench.errors import EvaluationError
+from workbench.evaluate.splits import leave_last_out, split_queries
+from workbench.evaluate.system import (
+    SystemConfig,
+    TwoStageResult,
+    evaluate_two_stage,
+    measure_latency,
+    modality_breakdown,
+    next_item_task,
+    query_task,
+)
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class SystemRunConfig:
+    """What notebook 07 evaluates; sizes come from the profile's parameters cell."""
+
+    k: int = 10
+    ks: tuple[int, ...] = (5, 10)
+    candidates: int = 100
+    alpha: float = 0.5
+    n_resamples: int = 1000
+    seed: int = 0
+    latency_queries: int = 200
+    query_test_fraction: float = 0.2
+    query_split_seed: int = 0
+    ranker: str = "sequential"
+    ranker_epochs: int | None = None  # only when the ranker must be fitted here
+    last_n: int = 5
+    max_users: int | None = None  # evaluate the first n test users (sorted ids); None: all
+    device: str = "auto"
+
+    def system(self) -> SystemConfig:
+        return SystemConfig(
+            k=self.k,
+            ks=self.ks,
+            candidates=self.candidates,
+            alpha=self.alpha,
+            n_resamples=self.n_resamples,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class SystemRun:
+    """Results of the whole-system evaluation."""
+
+    config: SystemRunConfig
+    tasks: dict[str, TwoStageResult]
+    latency: dict[str, dict[str, dict[str, float]]]
+    modality_frame: pl.DataFrame | None
+    modality_summary: dict[str, Any]
+    ranker_source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Every number that goes into metrics.json (no timings)."""
+        out: dict[str, Any] = {name: res.to_dict() for name, res in sorted(self.tasks.items())}
+        if self.modality_summary:
+            out["modalities"] = self.modality_summary
+        out["info"] = {**self.info, "ranker_source": self.ranker_source}
+        return out
+
+    def headline(self, digits: int = 3) -> pl.DataFrame:
+        """Rounded table task x stage x metric (mean and interval): the notebook's contract."""
+        rows = []
+        for task, res in sorted(self.tasks.items()):
+            for stage in ("retrieval", "reranked"):
+                for metric, ci in sorted(res.intervals[stage].items()):
+                    if "@" not in metric and metric != "candidate_recall":
+                        continue
+                    rows.append(
+                        {
+                            "task": task,
+                            "stage": stage,
+                            "metric": metric,
+                            "mean": round(ci["mean"], digits),
+                            "low": round(ci["low"], digits),
+                            "high": round(ci["high"], digits),
+                            "n": ci["n"],
+                        }
+                    )
+        return pl.DataFrame(rows)
+
+    def figures(self) -> dict[str, Any]:
+        from workbench.report import figures_from_results, modality_figure
+
+        figs = figures_from_results(
+            {name: res.to_dict() for name, res in self.tasks.items()}, self.latency
+        )
+        if self.modality_summary:
+            figs["queries: which modality wins"] = modality_figure(self.modality_summary)
+        return figs
+
+
+def _aligned(emb_ids: np.ndarray, vectors: np.ndarray, order: np.ndarray) -> np.ndarray:
+    pos = {item: i for i, item in enumerate(emb_ids.tolist())}
+    idx = np.fromiter((pos.get(i, -1) for i in order.tolist()), np.int64, len(order))
+    if (idx < 0).any():
+        raise EvaluationError(
+            f"index item {order[idx < 0][0]!r} has no fused embedding: the index and "
+            "<work>/embeddings/items.parquet come from different runs; rebuild the index (notebook 06)"
+        )
+    return vectors[idx]
+
+
+def _load_ranker(work: Path, cfg: SystemRunConfig, train: pl.DataFrame, item_ids, vectors):
+    """The ranker notebook 05 saved, or one fitted here on the same split."""
+    folder = work / "rankers" / cfg.ranker
+    try:
+        from workbench.rankers import load_ranker  # provided by the rankers package
+    except ImportError:
+        load_ranker = None
+    if load_ranker is not None and folder.exists():
+        return load_ranker(folder), f"loaded {folder.name} from <work>/rankers"
+    from workbench.rankers.mf import BPRConfig, BPRRanker
+    from workbench.rankers.popularity import PopularityRanker
+
+    if cfg.ranker == "popularity":
+        ranker = PopularityRanker(device=cfg.device)
+    elif cfg.ranker == "sequential":
+        from workbench.rankers.sequential import SequentialConfig, SequentialRanker
+
+        scfg = SequentialConfig()
+        if cfg.ranker_epochs is not None:
+            scfg.train.epochs = cfg.ranker_epochs
+        scfg.train.seed = cfg.seed
+        scfg.train.device = cfg.device
+        ranker = SequentialRanker(scfg)
+    elif cfg.ranker == "mf":
+        bcfg = BPRConfig()
+        if cfg.ranker_epochs is not None:
+            bcfg.train.epochs = cfg.ranker_epochs
+        bcfg.train.seed = cfg.seed
+        bcfg.train.device = cfg.device
+        ranker = BPRRanker(bcfg)
+    else:
+        raise EvaluationError(
+            f"ranker {cfg.ranker!r}: expected popularity, mf or sequential (or a saved ranker folder {folder})"
+        )
+    ranker.fit(train, items=item_ids, item_embeddings=vectors)
+    return ranker, f"fitted {cfg.ranker} in notebook 07 (no saved ranker loader)"
+
+
+def evaluate_system(
+    catalog_dir: str | Path,
+    work_dir: str | Path,
+    config: SystemRunConfig | None = None,
+    progress: bool = True,
+) -> SystemRun:
+    """Load the artefacts, evaluate both tasks, time single queries, break down by modality."""
+    from workbench.catalog import read_catalog
+    from workbench.index import IndexConfig, build_index, load_index, read_item_embeddings
+
+    cfg = config or SystemRunConfig()
+    work = Path(work_dir)
+    cat = read_catalog(catalog_dir)
+    emb_path = work / "embeddings" / "items.parquet"
+    fused = read_item_embeddings(emb_path, "fused")
+    index_dir = work / "index"
+    if not index_dir.is_dir():
+        raise EvaluationError(f"{index_dir}: no saved index; run notebook 06_scann_index first")
+    index = load_index(index_dir)
+    item_ids = np.asarray(index.item_ids).astype(str)
+    vectors = _aligned(fused.item_ids, fused.vectors, item_ids)
+    exact = build_index(item_ids, vectors, IndexConfig(kind="exact", device=cfg.device))
+    weights = (
+        pl.DataFrame({"item_id": item_ids})
+        .join(fused.info, on="item_id", how="left")
+        .select(pl.exclude("item_id"))
+    )
+    scfg = cfg.system()
+    tasks: dict[str, TwoStageResult] = {}
+    latency: dict[str, Any] = {}
+    info: dict[str, Any] = {"n_items": len(item_ids), "index": type(index).__name__}
+    modality_frame, modality_summary = None, {}
+
+    interactions = cat.interactions.collect() if cat.interactions is not None else None
+    ranker, ranker_source = None, "none (no interactions)"
+    split = None
+    if interactions is not None and interactions.height:
+        split = leave_last_out(interactions)
+        ranker, ranker_source = _load_ranker(work, cfg, split.train, item_ids, vectors)
+
+    if cat.queries is not None and cat.qrels is not None:
+        from workbench.encoders import load_encoder
+
+        queries = cat.queries.collect().sort("query_id")
+        _, test_ids = split_queries(
+            queries["query_id"].to_list(), cfg.query_test_fraction, cfg.query_split_seed
+        )
+        queries = queries.filter(pl.col("query_id").is_in(test_ids))
+        encoder = load_encoder(work / "encoders", device=cfg.device)
+        qvec = encoder.encode_text(queries["text"].to_list()).numpy()
+        task = query_task(queries, cat.qrels, qvec, item_ids, name="queries")
+        keep = np.diff(task.relevance.indptr) > 0
+        info["queries_without_relevant"] = int((~keep).sum())
+        tasks["queries"] = evaluate_two_stage(task, index, ranker, scfg, exact, weights)
+        texts = queries["text"].to_list()
+        latency["queries"] = measure_latency(
+            task,
+            index,
+            ranker,
+            scfg,
+            n_queries=cfg.latency_queries,
+            encode=lambda i: encoder.encode_text([texts[i]]).numpy(),
+            progress=progress,
+        )
+        indexes = {"fused": exact}
+        for m in MODALITIES:
+            try:
+                e = read_item_embeddings(emb_path, m)
+            except Exception:  # the catalog may lack a modality entirely
+                continue
+            indexes[m] = build_index(
+                e.item_ids, e.vectors, IndexConfig(kind="exact", device=cfg.device)
+            )
+        modality_frame, modality_summary = modality_breakdown(task, indexes, item_ids, k=cfg.k)
+
+    if split is not None:
+        test = split.test
+        if cfg.max_users is not None:
+            users = test["user_id"].unique().sort().head(cfg.max_users)
+            test = test.filter(pl.col("user_id").is_in(users))
+        task = next_item_task(split.train, test, item_ids, vectors, last_n=cfg.last_n)
+        info["next_item_users_without_history"] = task.info["users_without_history"]
+        tasks["next_item"] = evaluate_two_stage(task, index, ranker, scfg, exact, weights)
+        latency["next_item"] = measure_latency(
+            task, index, ranker, scfg, n_queries=cfg.latency_queries, progress=progress
+        )
+    if not tasks:
+        raise EvaluationError(
+            f"{cat.root}: neither queries with qrels nor interactions: nothing to evaluate"
+        )
+    info["config"] = asdict(cfg)
+    return SystemRun(cfg, tasks, latency, modality_frame, modality_summary, ranker_source, info)
