@@ -619,6 +619,7 @@ class _Sampler:
         z = np.zeros(N_CELLS)
         np.add.at(z, sc, w)
         # log Z_cell (+ pop.max, irrelevant up to a constant); -inf for empty cells
+        self.z_rel = z / z.max()
         with np.errstate(divide="ignore"):
             self.log_z = np.log(z)
         cum = np.cumsum(w)
@@ -637,34 +638,44 @@ class _Sampler:
         self.leaf_nonempty = np.isfinite(self.log_z.reshape(len(LEAVES), CELLS_PER_LEAF)).any(axis=1)
 
     def prepare(self, taste: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per user: category log-weights (B, L) and flattened within-category cell CDFs."""
+        """Per user: category log-weights (B, L) and flattened within-category cell CDFs.
+
+        An item's weight factorises: exp(t_colour) * exp(t_material) * exp(t_style) *
+        Z_cell, so the (B, leaf, colour, material, style) tensor is a broadcast product.
+        """
         o = TASTE_OFFSETS
-        rest = (
-            taste[:, o["colour"] + self.cell_colour]
-            + taste[:, o["material"] + self.cell_material]
-            + taste[:, o["style"] + self.cell_style]
-            + self.log_z[None, :]
-        ).reshape(taste.shape[0], len(LEAVES), CELLS_PER_LEAF)
-        m = np.max(np.where(np.isfinite(rest), rest, -np.inf), axis=2, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0.0)
-        w = np.exp(rest - m)
+        nb = taste.shape[0]
+
+        def e(name: str, n: int) -> np.ndarray:
+            t = taste[:, o[name] : o[name] + n]
+            return np.exp(t - t.max(axis=1, keepdims=True))
+
+        ec = e("colour", len(COLOURS))[:, None, :, None, None]
+        em = e("material", len(MATERIALS))[:, None, None, :, None]
+        es = e("style", len(STYLES))[:, None, None, None, :]
+        z = self.z_rel.reshape(1, len(LEAVES), len(COLOURS), len(MATERIALS), len(STYLES))
+        w = (((z * ec) * em) * es).reshape(nb, len(LEAVES), CELLS_PER_LEAF)
         cum = np.cumsum(w, axis=2)
         tot = cum[:, :, -1:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            log_mass = np.log(tot[:, :, 0]) + m[:, :, 0]
+            log_mass = np.log(tot[:, :, 0])  # up to a per-user constant, which the softmax ignores
             cdf = np.where(cum >= tot, 1.0, cum / np.where(tot > 0, tot, 1.0))
         cat_logw = taste[:, : len(LEAVES)] + log_mass  # -inf for empty categories
-        offs = (np.arange(taste.shape[0])[:, None] * len(LEAVES) + np.arange(len(LEAVES))[None, :]).astype(np.float64)
-        flat = (cdf + offs[:, :, None]).ravel()
-        return cat_logw, flat
+        cdf += (np.arange(nb)[:, None] * len(LEAVES) + np.arange(len(LEAVES))[None, :])[:, :, None]
+        return cat_logw, cdf.ravel()
+
+    def draw_leaf(self, cat_logw: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """A category for each of `rows` by the user's overall taste."""
+        lw = cat_logw - cat_logw.max(axis=1, keepdims=True)
+        cdf = np.cumsum(np.exp(lw), axis=1)
+        cdf /= cdf[:, -1:]
+        return np.minimum((cdf[rows] <= u[:, None]).sum(axis=1), len(LEAVES) - 1)
 
     def draw(self, cat_logw: np.ndarray, flat: np.ndarray, rows: np.ndarray, leaf: np.ndarray | None,
              u_cat: np.ndarray, u_cell: np.ndarray, u_item: np.ndarray) -> np.ndarray:
         """Item indices for `rows` (users of the prepared batch); `leaf` forces the category."""
         if leaf is None:
-            lw = cat_logw[rows]
-            p = np.exp(lw - lw.max(axis=1, keepdims=True))
-            leaf = _choice(u_cat, p)
+            leaf = self.draw_leaf(cat_logw, rows, u_cat)
         uc = np.minimum(u_cell, 1.0 - 1e-9)
         target = rows * len(LEAVES) + leaf + uc
         g = np.searchsorted(flat, target, side="right")
@@ -682,21 +693,21 @@ def _interactions_batch(cfg: SyntheticConfig, sampler: _Sampler, items: dict[str
     cat_logw, flat = sampler.prepare(users["taste"])
     n_ev = users["n_events"]
     steps = int(n_ev.max())
-    rows = np.arange(idx.size)
-    out_items = np.empty((idx.size, steps), dtype=np.int64)
-    prev = np.zeros(idx.size, dtype=np.int64)
-    for s in range(steps):
-        u = _uniform(seed, _S_STEP, idx[:, None], s, np.arange(5)[None, :])
-        global_items = sampler.draw(cat_logw, flat, rows, None, u[:, 0], u[:, 1], u[:, 2])
-        if s == 0:
-            cur = global_items
-        else:
-            comp_leaf = COMPLEMENT_IDX[items["leaf"][prev]]
-            use_comp = (u[:, 3] < users["p_complement"]) & sampler.leaf_nonempty[comp_leaf]
-            comp_items = sampler.draw(cat_logw, flat, rows, comp_leaf, u[:, 0], u[:, 1], u[:, 2])
-            cur = np.where(use_comp, comp_items, global_items)
-        out_items[:, s] = cur
-        prev = cur
+    u = _uniform(seed, _S_STEP, idx[:, None, None], np.arange(steps)[None, :, None], np.arange(4)[None, None, :])
+    rows = np.repeat(np.arange(idx.size), steps)
+    # The category of every visit first: a global draw, or the complement of the previous
+    # visit's category (which is known without drawing the item), then all items at once.
+    glob_leaf = sampler.draw_leaf(cat_logw, rows, u[:, :, 0].ravel()).reshape(idx.size, steps)
+    comp_roll = u[:, :, 3] < users["p_complement"][:, None]
+    leaf = np.empty_like(glob_leaf)
+    leaf[:, 0] = glob_leaf[:, 0]
+    for s in range(1, steps):
+        comp = COMPLEMENT_IDX[leaf[:, s - 1]]
+        use = comp_roll[:, s] & sampler.leaf_nonempty[comp]
+        leaf[:, s] = np.where(use, comp, glob_leaf[:, s])
+    keep = np.arange(steps)[None, :] < n_ev[:, None]
+    r, c = np.nonzero(keep)
+    it = sampler.draw(cat_logw, flat, r, leaf[r, c], u[r, c, 0], u[r, c, 1], u[r, c, 2])
     # timestamps: sessions of short gaps separated by long ones
     gaps_u = _uniform(seed, _S_STEP, idx[:, None], 10_000 + np.arange(steps)[None, :])
     kind_u = _uniform(seed, _S_STEP, idx[:, None], 20_000 + np.arange(steps)[None, :])
@@ -706,9 +717,6 @@ def _interactions_batch(cfg: SyntheticConfig, sampler: _Sampler, items: dict[str
     gap[:, 0] = (START_US + _uniform(seed, _S_USER, idx, 304) * SPAN_US).astype(np.int64)
     ts = np.cumsum(gap, axis=1)
     ev = _choice(_uniform(seed, _S_STEP, idx[:, None], 30_000 + np.arange(steps)[None, :]).ravel(), EVENT_PRIOR).reshape(idx.size, steps)
-    keep = np.arange(steps)[None, :] < n_ev[:, None]
-    r, c = np.nonzero(keep)
-    it = out_items[r, c]
     evn = ev[r, c]
     value = np.where(evn == EVENT_TYPES.index("purchase"), items["price"][it], np.nan)
     uids = np.array(_user_ids(idx, cfg.n_users))
