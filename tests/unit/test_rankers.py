@@ -1,0 +1,253 @@
+"""The three rankers behind one interface, the recommend command, and bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from workbench.catalog import write_catalog
+from workbench.errors import CatalogError, ConfigError, EvaluationError
+from workbench.evaluate.metrics import ranking_metrics, relevance_matrix
+from workbench.rankers import (
+    BPRConfig,
+    BPRRanker,
+    PopularityRanker,
+    RecommendConfig,
+    SequentialConfig,
+    SequentialRanker,
+    load_item_embeddings,
+    run_recommend,
+)
+from workbench.train import TrainConfig
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+ITEMS = [f"i{j}" for j in range(12)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine has 2 shared cores: more threads only make tiny models slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def frame(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+        "timestamp": [T0 + timedelta(hours=r[2]) for r in rows],
+        "event": ["click"] * len(rows), "value": [None] * len(rows),
+    }, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Datetime("us", "UTC"),
+               "event": pl.Utf8, "value": pl.Float64})
+
+
+def two_tastes(n_users: int = 40, seed: int = 0) -> pl.DataFrame:
+    """Even users like items i0..i5, odd users i6..i11; each sees 4 of their 6."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        group = np.arange(6) + (6 if u % 2 else 0)
+        for t, j in enumerate(rng.choice(group, 4, replace=False)):
+            rows.append((f"u{u}", f"i{j}", t))
+    return frame(rows)
+
+
+def cycles(n_users: int = 30, length: int = 8, seed: int = 0) -> pl.DataFrame:
+    """Each user walks i(s), i(s+1), ... around the 12 items: the next item is fully predictable."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = int(rng.integers(12))
+        rows += [(f"u{u}", f"i{(start + t) % 12}", t) for t in range(length)]
+    return frame(rows)
+
+
+def quick_train(epochs: int, lr: float = 1e-2, batch_size: int = 64, **kw) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=0.0, progress=False,
+                       device="cpu", **kw)
+
+
+def test_popularity_global_recent_and_exclude_seen() -> None:
+    df = frame([("a", "i1", 0), ("b", "i1", 1), ("c", "i1", 2), ("a", "i2", 100), ("b", "i2", 101),
+                ("c", "i3", 102)])
+    pop = PopularityRanker().fit(df, ITEMS)
+    ids, scores = pop.recommend(["a", "zz"], k=3, exclude_seen=True)
+    assert ids[0][0] == "i3" and not {"i1", "i2"} & set(ids[0])  # a saw i1 and i2
+    assert scores[0].tolist() == [1.0, 0.0, 0.0]
+    assert ids[1].tolist() == ["i1", "i2", "i3"]  # unknown user: plain popularity
+    assert scores[1].tolist() == [3.0, 2.0, 1.0]
+    recent = PopularityRanker(window=timedelta(hours=10)).fit(df, ITEMS)
+    assert recent.recommend(["zz"], 2).item_ids[0].tolist() == ["i2", "i3"]  # recent beats all-time
+    assert recent.recommend(["a"], 3, exclude_seen=False).item_ids[0].tolist() == ["i2", "i3", "i1"]
+    with pytest.raises(ConfigError, match="positive timedelta"):
+        PopularityRanker(window=timedelta(0))
+
+
+def test_cold_users_flagged_and_bad_input() -> None:
+    df = two_tastes()
+    pop = PopularityRanker().fit(df, ITEMS)
+    recs = pop.recommend(["u0", "new-user", "u1"], k=4)
+    assert recs.cold_users.tolist() == [False, True, False] and recs.n_cold == 1
+    with pytest.raises(ConfigError, match="exceeds the item universe of 12"):
+        pop.recommend(["u0"], k=13)
+    with pytest.raises(ConfigError, match="positive integer"):
+        pop.recommend(["u0"], k=0)
+    with pytest.raises(CatalogError, match="'nope' is not in the ranker's item universe"):
+        pop.score(["u0"], ["i1", "nope"])
+    with pytest.raises(CatalogError, match="not in the item universe"):
+        PopularityRanker().fit(df, ITEMS[:3])
+    with pytest.raises(CatalogError, match="empty"):
+        PopularityRanker().fit(df.head(0), ITEMS)
+    with pytest.raises(ConfigError, match="not fitted"):
+        PopularityRanker().recommend(["u0"], 1)
+    empty = pop.recommend([], k=5)
+    assert empty.item_ids.shape == (0, 5) and empty.n_cold == 0
+    # a user who has seen everything but 2 items: the list is padded, not filled with seen items
+    full = frame([("a", j, t) for t, j in enumerate(ITEMS[:10])])
+    recs = PopularityRanker().fit(full, ITEMS).recommend(["a"], k=4)
+    assert recs.item_ids[0].tolist() == ["i10", "i11", "", ""]
+    assert recs.indices[0].tolist() == [10, 11, -1, -1] and np.isneginf(recs.scores[0, 2:]).all()
+
+
+def hit_rate_in_group(ranker, n_users: int = 40) -> float:
+    users = [f"u{u}" for u in range(n_users)]
+    ids = ranker.recommend(users, k=2).item_ids
+    own = [set(f"i{j + (6 if u % 2 else 0)}" for j in range(6)) for u in range(n_users)]
+    return float(np.mean([all(i in own[u] for i in ids[u]) for u in range(n_users)]))
+
+
+def test_bpr_learns_two_tastes_and_beats_popularity() -> None:
+    df = two_tastes()
+    bpr = BPRRanker(BPRConfig(dim=8, l2=1e-4, train=quick_train(15, lr=3e-2))).fit(df, ITEMS)
+    assert hit_rate_in_group(bpr) >= 0.9
+    assert hit_rate_in_group(PopularityRanker().fit(df, ITEMS)) < 0.7
+    assert len(bpr.history) == 15 and bpr.history[-1]["loss"] < bpr.history[0]["loss"]
+    # score: matrix form, per-user candidate form and recommend agree
+    recs = bpr.recommend(["u0", "u1"], k=3)
+    mat = bpr.score(["u0", "u1"], ITEMS)
+    np.testing.assert_allclose(np.sort(mat[0][[ITEMS.index(i) for i in recs.item_ids[0]]])[::-1],
+                               recs.scores[0], rtol=1e-5)
+    per_row = bpr.score(["u0", "u1"], np.array([recs.item_ids[0], recs.item_ids[1]]))
+    np.testing.assert_allclose(per_row, recs.scores, rtol=1e-5)
+    # batching does not change the answer
+    users = [f"u{u}" for u in range(40)]
+    np.testing.assert_array_equal(bpr.recommend(users, 5, batch_size=7).indices,
+                                  bpr.recommend(users, 5, batch_size=4096).indices)
+    # a cold user is served popularity
+    np.testing.assert_allclose(bpr.score(["ghost"], ITEMS)[0], bpr.popularity_scores())
+
+
+def test_bpr_negatives_avoid_seen_items() -> None:
+    from workbench.rankers.mf import BPRDataset
+
+    users, items = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 3])
+    data = BPRDataset(users, items, n_items=4, n_negatives=50)
+    torch.manual_seed(0)
+    batch = data.__getitems__([0, 1, 2, 3])
+    assert (batch["neg"][:3] == 3).all()  # user 0 has seen 0, 1, 2: only 3 is a negative
+    assert not (batch["neg"][3] == 3).any()
+
+
+def test_bpr_fused_init_and_regularise_checkpoints(tmp_path) -> None:
+    df = two_tastes()
+    emb = np.zeros((12, 4), dtype=np.float32)
+    emb[:6, 0], emb[6:, 1] = 1.0, 1.0  # content separates the two tastes
+    cfg = BPRConfig(dim=4, fused="both", fused_weight=0.1,
+                    train=quick_train(2, out_dir=str(tmp_path / "ckpt")))
+    bpr = BPRRanker(cfg).fit(df, ITEMS, item_embeddings=emb)
+    assert (tmp_path / "ckpt" / "latest.json").is_file()
+    assert "fused_pull" in bpr.history[0]
+    with pytest.raises(ConfigError, match="needs item_embeddings"):
+        BPRRanker(BPRConfig(fused="init", train=quick_train(1))).fit(df, ITEMS)
+    with pytest.raises(ConfigError, match="one per item"):
+        BPRRanker(BPRConfig(fused="init", train=quick_train(1))).fit(df, ITEMS, item_embeddings=emb[:5])
+
+
+def test_sequential_learns_next_item_and_uses_fused_embeddings() -> None:
+    df = cycles()
+    cfg = SequentialConfig(max_len=6, dim=16, heads=2, layers=1, dropout=0.0,
+                           train=quick_train(40, lr=1e-2, batch_size=32))
+    seq = SequentialRanker(cfg).fit(df, ITEMS)
+    users = [f"u{u}" for u in range(30)]
+    last = df.group_by("user_id").agg(pl.col("item_id").sort_by("timestamp").last())
+    last = dict(zip(last["user_id"], last["item_id"], strict=True))
+    expected = [f"i{(int(last[u][1:]) + 1) % 12}" for u in users]
+    got = seq.recommend(users, k=1, exclude_seen=False).item_ids[:, 0]
+    assert np.mean(got == np.array(expected)) >= 0.9
+    # BPR cannot know the order: the sequence model must do clearly better on the next item
+    bpr = BPRRanker(BPRConfig(dim=8, train=quick_train(10, lr=3e-2))).fit(df, ITEMS)
+    assert np.mean(bpr.recommend(users, 1, exclude_seen=False).item_ids[:, 0] == np.array(expected)) < 0.5
+    for loss in ("sampled_softmax", "bce"):
+        cfg2 = SequentialConfig(max_len=6, dim=8, heads=1, layers=1, loss=loss, n_negatives=5,
+                                train=quick_train(2))
+        emb = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+        r = SequentialRanker(cfg2).fit(df, ITEMS, item_embeddings=emb)
+        assert r.model.fused_proj is not None and np.isfinite(r.history[-1]["loss"])
+        assert np.isfinite(r.score(users[:3], ITEMS)).all()
+    with pytest.raises(ConfigError, match="divisible"):
+        SequentialConfig(dim=10, heads=3).validate()
+    with pytest.raises(ConfigError, match="two or more"):
+        SequentialRanker(SequentialConfig(max_len=4, dim=8, heads=1, train=quick_train(1))).fit(
+            frame([("a", "i1", 0), ("b", "i2", 0)]), ITEMS)
+
+
+def test_padding_never_produces_nan() -> None:
+    from workbench.rankers.sequential import SASRecModel
+
+    model = SASRecModel(n_items=5, max_len=6, dim=8, heads=2, layers=2, dropout=0.0)
+    seq = torch.tensor([[0, 0, 0, 0, 0, 3], [1, 2, 3, 4, 5, 1], [0, 0, 0, 0, 0, 0]])
+    assert torch.isfinite(model.encode(seq)).all()
+
+
+def test_load_item_embeddings_aligns_and_zero_fills(tmp_path) -> None:
+    path = tmp_path / "items.parquet"
+    pl.DataFrame({"item_id": ["i2", "i0"], "fused": [[1.0, 2.0], [3.0, 4.0]]}).write_parquet(path)
+    emb = load_item_embeddings(path, ["i0", "i1", "i2"])
+    np.testing.assert_array_equal(emb, [[3, 4], [0, 0], [1, 2]])
+    with pytest.raises(CatalogError, match="no such embeddings file"):
+        load_item_embeddings(tmp_path / "missing.parquet", ["i0"])
+
+
+def products() -> pl.DataFrame:
+    return pl.DataFrame({"item_id": ITEMS, "title": ITEMS, "description": ITEMS,
+                         "category": ["a/b"] * 12})
+
+
+def test_run_recommend_writes_lists_split_and_metrics(tmp_path) -> None:
+    cat = write_catalog(tmp_path / "cat", products=products(), interactions=two_tastes())
+    out = tmp_path / "out"
+    result = run_recommend(RecommendConfig(catalog=str(cat), model="popularity", split="leave_last",
+                                           k=3, out=str(out), progress=False))
+    recs = pl.read_parquet(out / "recommendations.parquet")
+    train, test = pl.read_parquet(out / "train.parquet"), pl.read_parquet(out / "test.parquet")
+    assert recs.columns == ["user_id", "item_id", "rank", "score"]
+    assert recs.height == 40 * 3 and test.height == 40 and train.height == 120
+    assert recs.join(train, on=["user_id", "item_id"], how="semi").height == 0  # training items excluded
+    # the returned metrics are the metrics of the written files
+    users = sorted(test["user_id"].unique().to_list())
+    ranked = (recs.sort("user_id", "rank").with_columns(pl.col("item_id").str.slice(1).cast(pl.Int64))
+              ["item_id"].to_numpy().reshape(40, 3))
+    rel = relevance_matrix(test, users, ITEMS, query_col="user_id", relevance_col=None)
+    assert result["metrics"]["ndcg@3"] == pytest.approx(ranking_metrics(ranked, rel, ks=(3,))["ndcg@3"], abs=1e-6)
+    assert result["cold_users"] == 0 and (out / "metrics.json").is_file()
+    bpr = run_recommend(RecommendConfig(catalog=str(cat), model="bpr", split="stratified", k=2,
+                                        out=str(tmp_path / "out2"), epochs=2, progress=False))
+    assert set(bpr["metrics"]) >= {"ndcg@2", "recall@2", "precision@2", "map@2", "coverage@2"}
+
+
+def test_run_recommend_bad_input(tmp_path) -> None:
+    one_each = frame([(f"u{u}", f"i{u}", 0) for u in range(5)])
+    cat = write_catalog(tmp_path / "cat", products=products(), interactions=one_each)
+    with pytest.raises(EvaluationError, match="test set empty"):
+        run_recommend(RecommendConfig(catalog=str(cat), model="popularity", split="leave_last",
+                                      out=str(tmp_path / "o")))
+    with pytest.raises(ConfigError, match="--model 'knn'"):
+        run_recommend(RecommendConfig(catalog=str(cat), model="knn"))
+    no_inter = write_catalog(tmp_path / "cat2", products=products())
+    with pytest.raises(CatalogError, match="no interactions"):
+        run_recommend(RecommendConfig(catalog=str(no_inter), model="popularity"))

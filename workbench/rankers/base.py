@@ -1,0 +1,321 @@
+"""The interface every ranker shares: vocabularies, scoring, batched full ranking.
+
+A ranker is fitted on an interactions table (`user_id`, `item_id`, `timestamp`,
+`event`, `value`; every row is an implicit positive) over an item universe (the
+catalog's `item_id`s; items nobody interacted with can still be recommended).
+
+Documented behaviour on awkward input:
+
+* **Cold users** (not in the training interactions, including unknown ids) are
+  served the popularity scores of the training data. `recommend` returns which
+  users were cold (`Recommendations.cold_users`) and logs a warning with the count.
+* **Unknown items** passed to `score` raise `CatalogError` naming the item.
+* **Ties**: equal scores within a list are ordered by item index; which of several
+  items tied at the k-th place makes the list is left to `torch.topk`.
+* **k** must be 1..n_items (`ConfigError` otherwise). With `exclude_seen`, a user
+  who has seen almost everything may have fewer than k rankable items: the list is
+  padded with item id `""`, index -1 and score `-inf`.
+* An empty list of users gives empty (0, k) arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from workbench.device import resolve_device
+from workbench.errors import CatalogError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
+
+
+class Recommendations(tuple):
+    """`(item_ids, scores)` that also says which users were cold.
+
+    Unpacks as a pair (`ids, scores = ranker.recommend(...)`); the attributes
+    `item_ids` (n, k) str, `scores` (n, k) float32, `indices` (n, k) int64 into
+    `ranker.item_ids` (-1 pads) and `cold_users` (n,) bool are always there.
+    """
+
+    item_ids: np.ndarray
+    scores: np.ndarray
+    indices: np.ndarray
+    cold_users: np.ndarray
+
+    def __new__(cls, item_ids: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+                cold_users: np.ndarray) -> Recommendations:
+        self = super().__new__(cls, (item_ids, scores))
+        self.item_ids, self.scores, self.indices, self.cold_users = item_ids, scores, indices, cold_users
+        return self
+
+    @property
+    def n_cold(self) -> int:
+        return int(self.cold_users.sum())
+
+
+def as_interactions(interactions: pl.DataFrame | pl.LazyFrame, what: str = "interactions") -> pl.DataFrame:
+    """Collect and check the columns a ranker needs."""
+    df = interactions.collect() if isinstance(interactions, pl.LazyFrame) else interactions
+    if not isinstance(df, pl.DataFrame):
+        raise CatalogError(f"{what}: expected a polars DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise CatalogError(f"{what}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
+    return df
+
+
+class Ranker(ABC):
+    """Base class: subclasses implement `_fit` and `_scores` (warm users, on the device)."""
+
+    name = "ranker"
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device_name = device
+        self.device = resolve_device(device)
+        self.item_ids: np.ndarray | None = None
+        self.user_ids: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self,
+        interactions: pl.DataFrame | pl.LazyFrame,
+        items: Sequence[str] | np.ndarray | None = None,
+        item_embeddings: np.ndarray | None = None,
+    ) -> Ranker:
+        """Fit on `interactions` over the item universe `items` (default: items seen in them).
+
+        `item_embeddings` (n_items, d), rows aligned with `items`, are the fused item
+        embeddings; rankers that cannot use them ignore them.
+        """
+        df = as_interactions(interactions)
+        if df.height == 0:
+            raise CatalogError("interactions: empty; a ranker needs at least one training interaction")
+        self._set_vocab(df, items)
+        if item_embeddings is not None:
+            item_embeddings = np.asarray(item_embeddings, dtype=np.float32)
+            if item_embeddings.shape[0] != len(self.item_ids):
+                raise ConfigError(
+                    f"item_embeddings has {item_embeddings.shape[0]} rows, expected one per item "
+                    f"({len(self.item_ids)}), in the order of `items`"
+                )
+        self._fit(item_embeddings)
+        return self
+
+    def _set_vocab(self, df: pl.DataFrame, items: Sequence[str] | np.ndarray | None) -> None:
+        if items is None:
+            item_ids = np.sort(df["item_id"].unique().to_numpy().astype(str))
+        else:
+            item_ids = np.asarray([str(i) for i in items], dtype=str)
+            if len(np.unique(item_ids)) != len(item_ids):
+                raise CatalogError("items: duplicate item_id in the item universe; expected unique ids")
+        if len(item_ids) == 0:
+            raise CatalogError("items: empty item universe")
+        self.item_ids = item_ids
+        self._item_index = {item: i for i, item in enumerate(item_ids.tolist())}
+        self.user_ids = np.sort(df["user_id"].unique().to_numpy().astype(str))
+        self._user_index = {u: i for i, u in enumerate(self.user_ids.tolist())}
+        # Map ids with joins (vectorised), keeping the input row order.
+        imap = pl.DataFrame({"item_id": item_ids, "_i": np.arange(len(item_ids), dtype=np.int64)})
+        umap = pl.DataFrame({"user_id": self.user_ids, "_u": np.arange(len(self.user_ids), dtype=np.int64)})
+        mapped = (
+            df.select(pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8),
+                      pl.col("timestamp").dt.epoch("us").alias("_t"))
+            .with_row_index("_row")
+            .join(imap, on="item_id", how="left")
+            .join(umap, on="user_id", how="left")
+            .sort("_row")
+        )
+        unknown = mapped.filter(pl.col("_i").is_null())
+        if unknown.height:
+            raise CatalogError(
+                f"interactions row {unknown['_row'][0]}: item_id {unknown['item_id'][0]!r} is not in the "
+                f"item universe ({unknown.height} rows name unknown items); expected catalog item ids"
+            )
+        self._train_users = mapped["_u"].to_numpy()
+        self._train_items = mapped["_i"].to_numpy()
+        self._train_times = mapped["_t"].to_numpy()
+        n_u, n_i = len(self.user_ids), len(item_ids)
+        seen = sp.csr_matrix(
+            (np.ones(len(self._train_users), dtype=np.float32), (self._train_users, self._train_items)),
+            shape=(n_u, n_i),
+        )
+        seen.sum_duplicates()
+        seen.data[:] = 1.0
+        self._seen = seen
+        self._item_counts = np.bincount(self._train_items, minlength=n_i).astype(np.float64)
+        self._fallback = torch.as_tensor(self.popularity_scores(), dtype=torch.float32, device=self.device)
+
+    def popularity_scores(self) -> np.ndarray:
+        """Scores served to cold users: training interaction counts per item."""
+        return self._item_counts.astype(np.float32)
+
+    @abstractmethod
+    def _fit(self, item_embeddings: np.ndarray | None) -> None:
+        """Train the model on `self._train_*` (indices into `user_ids` / `item_ids`)."""
+
+    @abstractmethod
+    def _scores(self, users: torch.Tensor) -> torch.Tensor:
+        """(b, n_items) float scores for warm user indices `users` (a tensor on the device)."""
+
+    # ----------------------------------------------------------------- lookup
+    def _check_fitted(self) -> None:
+        if self.item_ids is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit(interactions, items) first")
+
+    def user_index(self, user_ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of `user_ids` in the training vocabulary and a cold mask (index 0 where cold)."""
+        self._check_fitted()
+        idx = np.fromiter((self._user_index.get(str(u), -1) for u in user_ids), dtype=np.int64,
+                          count=len(user_ids))
+        cold = idx < 0
+        idx[cold] = 0
+        return idx, cold
+
+    def item_index(self, item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Indices into `item_ids`; an unknown item raises `CatalogError` naming it."""
+        self._check_fitted()
+        flat = np.asarray(item_ids).reshape(-1)
+        out = np.empty(len(flat), dtype=np.int64)
+        for j, item in enumerate(flat.tolist()):
+            i = self._item_index.get(str(item))
+            if i is None:
+                raise CatalogError(
+                    f"item_id {item!r} is not in the ranker's item universe ({len(self.item_ids)} items); "
+                    "expected an item of the catalog it was fitted on"
+                )
+            out[j] = i
+        return out.reshape(np.asarray(item_ids).shape)
+
+    def _batch_scores(self, users: np.ndarray, cold: np.ndarray) -> torch.Tensor:
+        """(b, n_items) float32 scores: model scores for warm users, popularity for cold ones."""
+        b = len(users)
+        if cold.all():
+            return self._fallback.expand(b, -1).clone()
+        u = torch.from_numpy(users)
+        if self.device.type == "cuda":
+            u = u.pin_memory()
+        u = u.to(self.device, non_blocking=True)
+        with torch.no_grad():
+            scores = self._scores(u).float()
+        if cold.any():
+            scores[torch.from_numpy(cold).to(self.device)] = self._fallback
+        return scores
+
+    # ----------------------------------------------------------------- public API
+    def score(
+        self, user_ids: Sequence[str] | np.ndarray, item_ids: Sequence[str] | np.ndarray,
+        batch_size: int = 2048,
+    ) -> np.ndarray:
+        """Scores of items for users (cold users get popularity scores).
+
+        `item_ids` 1-d (m,) gives an (n_users, m) matrix; 2-d (n_users, m) scores each
+        user's own candidate list (re-ranking), also (n_users, m). Unknown items raise.
+        """
+        users, cold = self.user_index(user_ids)
+        items = self.item_index(item_ids)
+        per_row = items.ndim == 2
+        if per_row and items.shape[0] != len(users):
+            raise ConfigError(
+                f"score: item_ids has {items.shape[0]} rows for {len(users)} users; "
+                "expected one candidate row per user (or a 1-d list of items)"
+            )
+        m = items.shape[-1]
+        out = np.empty((len(users), m), dtype=np.float32)
+        cols = torch.from_numpy(items).to(self.device)
+        for start in range(0, len(users), batch_size):
+            stop = min(start + batch_size, len(users))
+            full = self._batch_scores(users[start:stop], cold[start:stop])
+            picked = full.gather(1, cols[start:stop]) if per_row else full[:, cols]
+            out[start:stop] = picked.cpu().numpy()
+        return out
+
+    def recommend(
+        self,
+        user_ids: Sequence[str] | np.ndarray,
+        k: int,
+        exclude_seen: bool = True,
+        batch_size: int = 2048,
+    ) -> Recommendations:
+        """Top-k items for each user over the whole item universe, best first.
+
+        Scores every item with one matrix product per batch of users and takes the
+        top k on the device. `exclude_seen` drops each user's training items.
+        """
+        self._check_fitted()
+        n_items = len(self.item_ids)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"k={k!r}: expected a positive integer")
+        if k > n_items:
+            raise ConfigError(f"k={k} exceeds the item universe of {n_items} items; expected k <= {n_items}")
+        users, cold = self.user_index(user_ids)
+        n = len(users)
+        indices = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            s = self._batch_scores(users[start:stop], cold[start:stop])
+            if exclude_seen:
+                warm_rows = np.flatnonzero(~cold[start:stop])
+                sub = self._seen[users[start:stop][warm_rows]]
+                rows = np.repeat(warm_rows, np.diff(sub.indptr))
+                if len(rows):
+                    r = torch.from_numpy(rows).to(self.device, non_blocking=True)
+                    c = torch.from_numpy(sub.indices.astype(np.int64)).to(self.device, non_blocking=True)
+                    s[r, c] = -torch.inf
+            top_s, top_i = torch.topk(s, k, dim=1)
+            top_i[torch.isneginf(top_s)] = -1
+            top_s, top_i = top_s.cpu().numpy(), top_i.cpu().numpy()
+            # equal scores inside the list: lower item index first (topk's order is unspecified)
+            order = np.lexsort((np.where(top_i < 0, n_items, top_i), -top_s), axis=-1)
+            indices[start:stop] = np.take_along_axis(top_i, order, 1)
+            scores[start:stop] = np.take_along_axis(top_s, order, 1)
+        item_ids = np.where(indices >= 0, self.item_ids[np.maximum(indices, 0)], "")
+        if cold.any():
+            logger.warning("%s: %d of %d users are cold (no training history): served popularity",
+                           self.name, int(cold.sum()), n)
+        return Recommendations(item_ids, scores, indices, cold)
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes of the fitted vocabularies (for logs and reports)."""
+        self._check_fitted()
+        return {"ranker": self.name, "n_users": len(self.user_ids), "n_items": len(self.item_ids),
+                "n_train": int(len(self._train_users))}
+
+
+def load_item_embeddings(path: str | Path, item_ids: Sequence[str] | np.ndarray,
+                         column: str = "fused") -> np.ndarray:
+    """Rows of `column` (list[f32]) in `path` (`<work>/embeddings/items.parquet`) aligned to `item_ids`.
+
+    Items missing from the file (or null there) get a zero row, with a warning
+    giving the count, so a ranker can still use the others.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such embeddings file; expected <work>/embeddings/items.parquet")
+    df = pl.read_parquet(path, columns=["item_id", column]) if column else None
+    if column not in df.columns:
+        raise CatalogError(f"{path}: no column {column!r}; expected item_id and {column}")
+    df = df.filter(pl.col(column).is_not_null())
+    if df.height == 0:
+        raise CatalogError(f"{path}: column {column!r} is empty")
+    dim = len(df[column][0])
+    lookup = pl.DataFrame({"item_id": [str(i) for i in item_ids]}).with_row_index("_pos")
+    joined = lookup.join(df.with_columns(pl.col("item_id").cast(pl.Utf8)), on="item_id", how="inner")
+    out = np.zeros((len(item_ids), dim), dtype=np.float32)
+    if joined.height:
+        out[joined["_pos"].to_numpy()] = np.asarray(joined[column].to_list(), dtype=np.float32)
+    missing = len(item_ids) - joined.height
+    if missing:
+        logger.warning("%s: %d of %d items have no %r embedding: zero rows used", path, missing,
+                       len(item_ids), column)
+    return out

@@ -1,0 +1,233 @@
+"""Matrix factorisation trained with BPR: score(u, i) = <p_u, q_i> + b_i.
+
+Training pairs are the distinct (user, item) pairs of the interactions; each
+draws `n_negatives` items uniformly among those the user has not interacted
+with (rejection sampling, vectorised). The loss is BPR, -log sigma(s_pos - s_neg),
+plus L2 on the vectors the batch touches (the usual per-example regularisation
+of BPR; AdamW's weight decay would shrink untouched rows too).
+
+Fused item embeddings (`item_embeddings` of `fit`, e.g. `<work>/embeddings/items.parquet`
+column `fused`) can help in two ways (`BPRConfig.fused`):
+
+* `"init"`: item factors start as the top principal directions of the fused
+  embeddings (scaled to `init_std`), so similar-looking items start close;
+* `"regularise"`: a learned linear map W pulls q_i towards W f_i with weight
+  `fused_weight`, which keeps rarely-seen items near their content;
+* `"both"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from workbench.errors import ConfigError
+from workbench.rankers.base import Ranker
+from workbench.train import TrainConfig, fit
+
+FUSED_MODES = ("none", "init", "regularise", "both")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=30, batch_size=1024, lr=5e-3, warmup=0.0, grad_clip=None,
+                       progress=False)
+
+
+@dataclass
+class BPRConfig:
+    dim: int = 64
+    l2: float = 1e-4  # per-example L2 on the touched user/item vectors and biases
+    n_negatives: int = 1
+    item_bias: bool = True
+    init_std: float = 0.1
+    fused: str = "none"  # none | init | regularise | both (needs item_embeddings)
+    fused_weight: float = 0.1
+    train: TrainConfig = field(default_factory=_default_train)
+
+    def validate(self) -> None:
+        if self.dim < 1 or self.n_negatives < 1:
+            raise ConfigError(f"BPRConfig: dim={self.dim} and n_negatives={self.n_negatives} must be >= 1")
+        if self.l2 < 0 or self.fused_weight < 0:
+            raise ConfigError(f"BPRConfig: l2={self.l2} and fused_weight={self.fused_weight} must be >= 0")
+        if self.fused not in FUSED_MODES:
+            raise ConfigError(f"BPRConfig.fused={self.fused!r}: expected one of {', '.join(FUSED_MODES)}")
+
+
+class MFModel(nn.Module):
+    """User and item factors (+ item bias); returns scores, the task owns the loss."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, item_bias: bool = True,
+                 init_std: float = 0.1, fused_dim: int = 0) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user.weight, std=init_std)
+        nn.init.normal_(self.item.weight, std=init_std)
+        self.bias = nn.Embedding(n_items, 1) if item_bias else None
+        if self.bias is not None:
+            nn.init.zeros_(self.bias.weight)
+        self.fused_proj = nn.Linear(fused_dim, dim, bias=False) if fused_dim else None
+        self.register_buffer("fused", torch.zeros(n_items if fused_dim else 0, fused_dim))
+
+    def item_bias(self, items: Tensor) -> Tensor:
+        if self.bias is None:
+            return torch.zeros(items.shape, device=items.device)
+        return self.bias(items).squeeze(-1)
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        """Scores of `items` (b,) or (b, m) for `users` (b,)."""
+        u = self.user(users)
+        v = self.item(items)
+        if items.ndim == 2:
+            return torch.einsum("bd,bmd->bm", u, v) + self.item_bias(items)
+        return (u * v).sum(-1) + self.item_bias(items)
+
+    def all_scores(self, users: Tensor) -> Tensor:
+        """(b, n_items) scores against every item: one matrix product."""
+        s = self.user(users) @ self.item.weight.T
+        return s + self.bias.weight.T if self.bias is not None else s
+
+
+@dataclass
+class BPRTask:
+    """BPR loss with per-example L2 and the optional pull towards fused content."""
+
+    l2: float = 1e-4
+    fused_weight: float = 0.0
+
+    def loss(self, model: MFModel, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        users, pos, neg = batch["user"], batch["pos"], batch["neg"]  # neg: (b, n_neg)
+        s_pos = model(users, pos)
+        s_neg = model(users, neg)
+        bpr = -F.logsigmoid(s_pos[:, None] - s_neg).mean()
+        u, p, n = model.user(users), model.item(pos), model.item(neg)
+        reg = (u.pow(2).sum(-1) + p.pow(2).sum(-1) + n.pow(2).sum(-1).mean(-1)).mean()
+        if model.bias is not None:
+            reg = reg + model.item_bias(pos).pow(2).mean() + model.item_bias(neg).pow(2).mean()
+        out = {"bpr": bpr, "auc": (s_pos[:, None] > s_neg).float().mean()}
+        loss = bpr + self.l2 * reg
+        if self.fused_weight > 0 and model.fused_proj is not None:
+            content = model.fused_proj(model.fused[pos])
+            pull = (p - content).pow(2).sum(-1).mean()
+            loss = loss + self.fused_weight * pull
+            out["fused_pull"] = pull
+        out["loss"] = loss
+        return out
+
+
+def identity_collate(batch: Any) -> Any:
+    """`__getitems__` already returns a dict of batched tensors."""
+    return batch
+
+
+class BPRDataset(Dataset):
+    """Distinct (user, item) pairs; each fetch draws fresh negatives the user has not seen.
+
+    Negatives come from torch's global generator, which `fit` seeds (and DataLoader
+    workers reseed per worker), so runs are reproducible.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int, n_negatives: int) -> None:
+        keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+        self.keys = keys  # sorted: membership by searchsorted
+        self.users = torch.from_numpy(keys // n_items)
+        self.items = torch.from_numpy(keys % n_items)
+        self.n_items, self.n_negatives = n_items, n_negatives
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _negatives(self, users: Tensor) -> Tensor:
+        neg = torch.randint(0, self.n_items, (len(users), self.n_negatives))
+        for _ in range(20):  # resample the (rare) negatives the user has seen
+            probe = users[:, None].numpy() * self.n_items + neg.numpy()
+            pos = np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)
+            clash = torch.from_numpy(self.keys[pos] == probe)
+            if not clash.any():
+                break
+            neg[clash] = torch.randint(0, self.n_items, (int(clash.sum()),))
+        return neg
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        users = self.users[idx]
+        return {"user": users, "pos": self.items[idx], "neg": self._negatives(users)}
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        out = self.__getitems__([index])
+        return {k: v[0] for k, v in out.items()}
+
+
+def pca_init(embeddings: np.ndarray, dim: int, std: float) -> np.ndarray:
+    """Project embeddings on their top `dim` principal directions, scaled to `std` per coordinate."""
+    x = embeddings - embeddings.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    z = x @ vt[:dim].T
+    if z.shape[1] < dim:  # fewer embedding dims than factors: pad with noise
+        rng = np.random.default_rng(0)
+        z = np.concatenate([z, rng.normal(0, z.std() + 1e-8, (len(z), dim - z.shape[1]))], 1)
+    return (z / (z.std() + 1e-8) * std).astype(np.float32)
+
+
+class BPRRanker(Ranker):
+    """Matrix factorisation with BPR, trained by `workbench.train.fit`.
+
+    `eval_fn(ranker) -> dict` (optional) runs after every epoch; its numbers land
+    in `history` (learning curves).
+    """
+
+    name = "bpr"
+
+    def __init__(self, config: BPRConfig | None = None,
+                 eval_fn: Callable[[Ranker], Mapping[str, float]] | None = None) -> None:
+        self.config = config or BPRConfig()
+        self.config.validate()
+        super().__init__(self.config.train.device)
+        self.eval_fn = eval_fn
+        self.model: MFModel | None = None
+        self.history: list[dict[str, Any]] = []
+
+    def _fit(self, item_embeddings: np.ndarray | None) -> None:
+        cfg = self.config
+        use_fused = cfg.fused != "none"
+        if use_fused and item_embeddings is None:
+            raise ConfigError(f"BPRConfig.fused={cfg.fused!r} needs item_embeddings (the fused item embeddings)")
+        regularise = cfg.fused in ("regularise", "both")
+        fused_dim = item_embeddings.shape[1] if (use_fused and regularise) else 0
+        torch.manual_seed(cfg.train.seed)  # factor init is part of the seeded run
+        model = MFModel(len(self.user_ids), len(self.item_ids), cfg.dim, cfg.item_bias, cfg.init_std, fused_dim)
+        if cfg.fused in ("init", "both"):
+            model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
+        if fused_dim:
+            model.fused.copy_(torch.from_numpy(item_embeddings))
+        self.model = model
+        data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives)
+        task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
+        eval_fn = None
+        if self.eval_fn is not None:
+            def eval_fn(_model: nn.Module) -> Mapping[str, float]:
+                return self.eval_fn(self)
+        model_config = {"kind": "bpr", "n_users": len(self.user_ids), "n_items": len(self.item_ids),
+                        **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"}}
+        result = fit(model, task, data, cfg.train, model_config=model_config,
+                     collate_fn=identity_collate, eval_fn=eval_fn)
+        self.model = result.model.eval()
+        self.history = result.history
+        self.checkpoint = result.checkpoint
+
+    def _scores(self, users: Tensor) -> Tensor:
+        self.model.eval()
+        return self.model.all_scores(users)
+
+    def item_factors(self) -> np.ndarray:
+        """(n_items, dim) item factors, rows aligned with `item_ids`."""
+        self._check_fitted()
+        return self.model.item.weight.detach().float().cpu().numpy()

@@ -1,0 +1,43 @@
+"""Popularity rankers: every user gets the same list (minus what they have seen).
+
+`window=None` counts all training interactions; a `timedelta` window counts only
+those within `window` of the latest training timestamp (recent popularity), with
+the all-time count breaking ties so that the order is total and meaningful.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import torch
+
+from workbench.errors import ConfigError
+from workbench.rankers.base import Ranker
+
+
+class PopularityRanker(Ranker):
+    """Global or recent-window interaction counts."""
+
+    name = "popularity"
+
+    def __init__(self, window: timedelta | None = None, device: str = "auto") -> None:
+        super().__init__(device)
+        if window is not None and window <= timedelta(0):
+            raise ConfigError(f"window={window}: expected a positive timedelta or None")
+        self.window = window
+
+    def popularity_scores(self) -> np.ndarray:
+        counts = self._item_counts
+        if self.window is None:
+            return counts.astype(np.float32)
+        start = self._train_times.max() - int(self.window / timedelta(microseconds=1))
+        recent = np.bincount(self._train_items[self._train_times >= start], minlength=len(counts))
+        # all-time count / (max + 1) < 1 only breaks ties between equal recent counts
+        return (recent + counts / (counts.max() + 1.0)).astype(np.float32)
+
+    def _fit(self, item_embeddings: np.ndarray | None) -> None:
+        self.history = []  # nothing to train
+
+    def _scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self._fallback.expand(len(users), -1).clone()
