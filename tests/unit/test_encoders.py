@@ -1,0 +1,285 @@
+"""Towers, configs, checkpoints, the media cache, the dataset and embedding export."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from encoder_fixtures import make_tiny_catalog, tiny_config
+
+from workbench.catalog import read_catalog
+from workbench.encoders import (
+    EncoderConfig,
+    FusionConfig,
+    MultimodalDataset,
+    MultimodalEncoder,
+    embed_catalog,
+    encode_items,
+    load_encoder,
+    make_fusion,
+    prepare_catalog,
+    query_item_pairs,
+    save_encoder,
+    save_fusion,
+)
+from workbench.encoders import data as data_mod
+from workbench.encoders.audio import AudioTower, AudioTowerConfig
+from workbench.encoders.image import ImageTower, ImageTowerConfig
+from workbench.encoders.text import TextTower, TextTowerConfig, default_model_path, mean_pool
+from workbench.errors import CheckpointError, ConfigError, MediaError
+from workbench.evaluate.splits import split_queries
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> Path:
+    return make_tiny_catalog(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(scope="module")
+def tiny_text() -> TextTower:
+    torch.manual_seed(0)
+    return TextTower(TextTowerConfig(tiny=True, head_hidden=0, max_length=16), d=16).eval()
+
+
+# --------------------------------------------------------------------------- towers
+
+
+def test_text_tower_pooling_ignores_padding_and_keeps_order(tiny_text):
+    texts = ["a short one", "a much longer sentence about a red striped wool jacket", "mid length text"]
+    pooled = tiny_text.pool_texts(texts, batch_size=2)  # length-sorted batches, restored order
+    for i, t in enumerate(texts):
+        alone = tiny_text.pool_texts([t])
+        assert torch.allclose(pooled[i], alone[0], atol=1e-5)
+    enc = tiny_text.tokenize(texts[:1], padding="max_length")
+    with torch.no_grad():
+        padded = tiny_text.pool(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(padded[0], pooled[0], atol=1e-5)
+    emb = tiny_text.encode(texts)
+    assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_mean_pool_weights_only_real_tokens():
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]]])
+    assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
+
+
+def test_text_tower_freezing():
+    frozen = TextTower(TextTowerConfig(tiny=True), d=8)
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    assert all(p.requires_grad for p in frozen.head.parameters())
+    frozen.train()
+    assert not frozen.backbone.training  # no dropout in a frozen (cacheable) backbone
+    tuned = TextTower(TextTowerConfig(tiny=True, trainable_layers=1), d=8)
+    layers = tuned.backbone.encoder.layer
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    with pytest.raises(ConfigError, match="only 2 layers"):
+        TextTower(TextTowerConfig(tiny=True, trainable_layers=3), d=8)
+
+
+def test_text_folder_without_weights_is_a_clear_error(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_path(), folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.*no weights \(expected model.safetensors"):
+        TextTower(TextTowerConfig(model_path=str(folder)), d=8)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        TextTower(TextTowerConfig(model_path=str(tmp_path / "nowhere")), d=8)
+
+
+def test_image_tower_variants():
+    big = ImageTower(ImageTowerConfig(), d=32)  # torchvision ResNet-18 adapted to small images
+    assert big.backbone.conv1.kernel_size == (3, 3) and big.backbone.conv1.stride == (1, 1)
+    assert isinstance(big.backbone.maxpool, torch.nn.Identity)
+    small = ImageTower(ImageTowerConfig(image_size=16, width=8, blocks=(1, 1)), d=32)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in big.parameters()) / 100
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    out = small.eval()(x)
+    assert out.shape == (3, 32) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_image_weights_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+
+    src = ImageTower(ImageTowerConfig(width=8, blocks=(1,)), d=4)
+    save_file({k: v.contiguous() for k, v in src.backbone.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    dst = ImageTower(ImageTowerConfig(width=8, blocks=(1,), weights_path=str(tmp_path / "w.safetensors")), d=4)
+    assert torch.equal(dst.backbone.layer1[0].conv1.weight, src.backbone.layer1[0].conv1.weight)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        ImageTower(ImageTowerConfig(width=8, blocks=(1,), weights_path=str(tmp_path / "bad.safetensors")), d=4)
+
+
+@pytest.mark.parametrize("features", ["logmel", "mfcc"])
+def test_audio_tower_features(features):
+    cfg = AudioTowerConfig(seconds=0.25, features=features, n_mels=16, n_mfcc=10, channels=(8, 8))
+    tower = AudioTower(cfg, d=12).eval()
+    wave = (0.5 * torch.sin(torch.arange(cfg.n_samples) * 0.3)).unsqueeze(0)
+    spec = tower.featurize(wave)
+    assert spec.shape[:3] == (1, 1, 16 if features == "logmel" else 10)
+    as_int16 = (wave * 32767).round().to(torch.int16)
+    with torch.no_grad():
+        assert torch.allclose(tower(as_int16), tower(wave), atol=1e-3)  # int16 is rescaled, not raw
+    with pytest.raises(ConfigError, match="'stft'"):
+        AudioTowerConfig(features="stft")
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="'smell'"):
+        EncoderConfig(modalities=("text", "smell"))
+    with pytest.raises(ConfigError, match="'widht'"):
+        EncoderConfig.from_dict({"image": {"widht": 3}})
+    cfg = EncoderConfig.for_profile("ci")
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _batch(cfg: EncoderConfig, n: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    s = cfg.image.image_size
+    return {
+        "text_input_ids": torch.randint(100, 2000, (n, 8), generator=g),
+        "text_attention_mask": torch.ones(n, 8, dtype=torch.long),
+        "image": torch.randint(0, 256, (n, 3, s, s), dtype=torch.uint8, generator=g),
+        "audio": torch.randint(-3000, 3000, (n, cfg.audio.n_samples), dtype=torch.int16, generator=g),
+    }
+
+
+def test_encoder_round_trip_and_bad_checkpoints(tmp_path):
+    cfg = tiny_config()
+    model = MultimodalEncoder(cfg).eval()
+    save_encoder(model, tmp_path / "encoders")
+    enc = load_encoder(tmp_path / "encoders", device="cpu")
+    with torch.no_grad():
+        a, b = model(_batch(cfg)), enc.model(_batch(cfg))
+    assert all(torch.allclose(a[m], b[m], atol=1e-6) for m in a)
+    with pytest.raises(CheckpointError, match=r"d=16, but the config asks for d=32"):
+        load_encoder(tmp_path / "encoders", config=tiny_config(d=32))
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_encoder(tmp_path)
+    weights = tmp_path / "encoders" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(CheckpointError, match=r"encoders/model.safetensors.*truncated"):
+        load_encoder(tmp_path / "encoders")
+    import pickle
+
+    weights.write_bytes(pickle.dumps({"w": [1, 2, 3]}))  # a pickle is refused, never unpickled
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_encoder(tmp_path / "encoders")
+
+
+def test_frozen_pretrained_backbone_is_not_copied_into_the_checkpoint(tmp_path):
+    cfg = EncoderConfig(d=8, modalities=("text",), text=TextTowerConfig(head_hidden=0))
+    model = MultimodalEncoder(cfg).eval()
+    save_encoder(model, tmp_path / "enc")
+    assert (tmp_path / "enc" / "model.safetensors").stat().st_size < 100_000
+    enc = load_encoder(tmp_path / "enc", device="cpu")
+    texts = ["red cotton shirt", "a blue ceramic mug with dots"]
+    assert torch.allclose(enc.encode_text(texts), model.text.encode(texts), atol=1e-5)
+    with pytest.raises(ConfigError, match="no image tower"):
+        enc.encode_images([Path("x.png")])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_media_cache_decodes_once(catalog, tmp_path, monkeypatch):
+    cat = read_catalog(catalog)
+    cache = data_mod.build_media_cache(cat, 16, 16000, 0.25, cache_dir=tmp_path, progress=False)
+    assert cache.image.dtype == torch.uint8 and cache.image.shape == (8, 16, 16, 3)
+    assert cache.audio.dtype == torch.int16 and cache.audio.shape == (8, 4000)
+    assert cache.image_mask.tolist() == [i % 4 != 1 for i in range(8)]
+    assert cache.audio_mask.tolist() == [i % 4 != 2 for i in range(8)]
+    from workbench.media import load_image
+
+    assert np.array_equal(cache.image[3].numpy(), load_image(catalog / "media" / "img3.png", size=16))
+    mean_rgb = cache.image[0].float().mean((0, 1))
+    assert mean_rgb[0] > mean_rgb[2] + 50  # product 0 is red: colour survives decoding
+    assert int(cache.image[1].abs().sum()) == 0  # missing: zeros and a False mask
+    assert cache.audio[0].abs().max() > 8000  # 0.3 amplitude sine at int16 scale
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data_mod, "load_image", boom)
+    monkeypatch.setattr(data_mod, "load_audio", boom)
+    again = data_mod.build_media_cache(cat, 16, 16000, 0.25, cache_dir=tmp_path, progress=False)
+    assert torch.equal(again.image, cache.image) and torch.equal(again.audio, cache.audio)
+
+
+def test_undecodable_media_names_the_file(catalog, tmp_path):
+    broken = tmp_path / "cat"
+    shutil.copytree(catalog, broken)
+    (broken / "media" / "img0.png").write_bytes(b"not a png")
+    with pytest.raises(MediaError, match="img0.png"):
+        data_mod.build_media_cache(read_catalog(broken), 16, 16000, 0.25, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_dataset_items_masks_and_train_queries_only(catalog, tmp_path, tiny_text):
+    cfg = tiny_config()
+    cat = read_catalog(catalog)
+    tensors = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False)
+    assert tensors.text["pooled"].shape == (8, tiny_text.hidden_size)
+    pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, split="train")
+    train, test = split_queries(tensors.query_ids)
+    assert test, "the fixture needs at least one test query"
+    assert {tensors.query_ids[q] for q in pairs[:, 0]} <= set(train)
+    ds = MultimodalDataset(tensors, cfg.modalities, pairs)
+    item = ds[1]
+    assert set(item) >= {"item_idx", "text_pooled", "text_mask", "image", "image_mask", "audio", "audio_mask", "query_pooled", "query_idx", "query_mask"}
+    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.uint8
+    assert not item["image_mask"] and item["audio_mask"]
+    torch.manual_seed(0)
+    for i in range(len(ds)):
+        s = ds[i]
+        q = int(s["query_idx"])
+        if s["query_mask"]:
+            assert tensors.query_ids[q] in train
+            assert any((pairs[:, 0] == q) & (pairs[:, 1] == i))
+            assert torch.equal(s["query_pooled"], tensors.query["pooled"][q])
+        else:
+            assert q == -1
+
+
+def test_embed_catalog_files(catalog, tmp_path, tiny_text):
+    cfg = tiny_config()
+    model = MultimodalEncoder(cfg).eval()
+    work = tmp_path / "work"
+    save_encoder(model, work / "encoders")
+    fusion = make_fusion(FusionConfig(strategy="gated_attention", d=cfg.d, hidden=8))
+    save_fusion(fusion, work / "fusion")
+    enc = load_encoder(work / "encoders", device="cpu")
+    embed_catalog(catalog, enc, work / "embeddings", batch_size=3, cache_dir=work / "cache", progress=False)
+    df = pl.read_parquet(work / "embeddings" / "items.parquet")
+    assert df.columns == ["item_id", "text", "image", "audio", "fused", "weight_text", "weight_image", "weight_audio"]
+    assert df["item_id"].to_list() == [f"p{i}" for i in range(8)]
+    assert df["image"].is_null().to_list() == [i % 4 == 1 for i in range(8)]
+    assert df["weight_audio"].is_null().to_list() == [i % 4 == 2 for i in range(8)]
+    fused = np.asarray(df["fused"].to_list(), dtype=np.float32)
+    assert fused.shape == (8, 16) and np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-5)
+    w = df.select(pl.sum_horizontal(pl.col("^weight_.*$").fill_null(0))).to_series().to_numpy()
+    assert np.allclose(w, 1, atol=1e-5)
+    info = __import__("json").loads((work / "embeddings" / "items.json").read_text())
+    assert info["fusion"] == "gated_attention" and info["d"] == 16 and info["checkpoint"].endswith("encoders")
+    # The query-time paths agree with the batched export on the same files.
+    cat = read_catalog(catalog)
+    img = enc.encode_images([cat.media_path("media/img0.png")])
+    aud = enc.encode_audio([cat.media_path("media/a0.wav")])
+    assert np.allclose(img[0].numpy(), np.asarray(df["image"][0]), atol=1e-4)
+    assert np.allclose(aud[0].numpy(), np.asarray(df["audio"][0]), atol=1e-2)
+    again = enc.fuse({m: torch.tensor(np.asarray(df[m][0:1].to_list())) for m in ("text", "image", "audio")})
+    assert np.allclose(again[0].numpy(), fused[0], atol=1e-5)
+
+
+def test_encode_items_shapes(catalog, tmp_path, tiny_text):
+    cfg = tiny_config()
+    tensors = prepare_catalog(read_catalog(catalog), cfg, tiny_text, cache_dir=tmp_path, progress=False)
+    model = MultimodalEncoder(cfg)
+    out = encode_items(model, tensors, batch_size=5)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"text": (8, 16), "image": (8, 16), "audio": (8, 16), "query": (6, 16)}

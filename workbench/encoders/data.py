@@ -1,0 +1,380 @@
+"""From a catalog to tensors: decoded-media cache, text features and the training dataset.
+
+Decoding PNGs and WAVs is the slow part of every epoch, so each catalog's
+media are decoded **once** into a safetensors file (images uint8 (N, H, W, 3),
+audio int16 (N, T), presence masks) under `<work>/cache` or the project's
+`.cache/encoders`, keyed by the products table's sha256 and the decode
+settings. A frozen text backbone's pooled outputs are cached the same way
+(keyed by the backbone's weights and the texts), so with a frozen backbone an
+epoch trains only the projection head.
+
+`MultimodalDataset` returns `dict[str, Tensor]` per product: `item_idx`, the
+modalities (`image` uint8 (3, H, W), `audio` int16 (T,), `text_pooled` or
+`text_input_ids`/`text_attention_mask`), a presence mask per modality
+(`image_mask`, …), and one training query relevant to the product
+(`query_pooled`/…, `query_idx`, `query_mask`) drawn from the training qrels.
+Missing media hold zeros *and a False mask*; the alignment task never lets a
+masked value into the loss. Workers and pinned memory are chosen for the
+device by `workbench.train.fit`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from workbench.catalog import Catalog, read_catalog
+from workbench.encoders.model import EncoderConfig
+from workbench.encoders.text import TextTower
+from workbench.errors import CatalogError
+from workbench.evaluate.splits import split_queries
+from workbench.media import load_audio, load_image
+
+CACHE_VERSION = 1
+
+
+def product_texts(products: pl.DataFrame) -> list[str]:
+    """What the text tower reads per product: title, brand and description (not the
+    attributes column, which would hand every modality's attributes to the text)."""
+    cols = [c for c in ("title", "brand", "description") if c in products.columns]
+    if not cols:
+        raise CatalogError("products: no title/brand/description column to build product texts from")
+    parts = products.select([pl.col(c).cast(pl.Utf8).fill_null("").str.strip_chars() for c in cols])
+    return [". ".join(p for p in row if p) for row in parts.iter_rows()]
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _products_digest(catalog: Catalog) -> str:
+    recorded = catalog.manifest.get("sha256", {}) if catalog.manifest else {}
+    digest = recorded.get("products.parquet") or recorded.get("products")
+    if digest:
+        return str(digest)
+    from workbench.catalog import sha256_file
+
+    return sha256_file(catalog.root / "products.parquet")
+
+
+def default_cache_dir(work_dir: str | Path | None = None) -> Path:
+    if work_dir is not None:
+        return Path(work_dir) / "cache"
+    from workbench.paths import cache_dir
+
+    return cache_dir() / "encoders"
+
+
+def _save_atomic(path: Path, tensors: dict[str, Tensor], meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def _load_cached(path: Path) -> dict[str, Tensor] | None:
+    """Cached tensors, or None (missing or unreadable: rebuilt rather than trusted)."""
+    if not path.exists():
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class MediaCache:
+    item_ids: list[str]
+    image: Tensor  # (N, H, W, 3) uint8, zeros where missing
+    image_mask: Tensor  # (N,) bool
+    audio: Tensor  # (N, T) int16, zeros where missing
+    audio_mask: Tensor  # (N,) bool
+    path: Path | None = None
+
+
+def build_media_cache(
+    catalog: Catalog,
+    image_size: int,
+    sample_rate: int,
+    seconds: float,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+) -> MediaCache:
+    """Decode every product image and clip once (fixed size/length) and cache the result.
+
+    A second call with the same catalog and settings only reads the cache file.
+    Undecodable media raise `MediaError` naming the product's file.
+    """
+    products = catalog.products.select("item_id", "image", "audio").collect()
+    ids = products.get_column("item_id").to_list()
+    key = _digest(CACHE_VERSION, _products_digest(catalog), image_size, sample_rate, seconds)
+    path = default_cache_dir() / f"media-{key}.safetensors" if cache_dir is None else Path(cache_dir) / f"media-{key}.safetensors"
+    n_samples = int(round(seconds * sample_rate))
+    cached = _load_cached(path)
+    if cached is not None and cached["image"].shape[0] == len(ids):
+        return MediaCache(ids, cached["image"], cached["image_mask"].bool(), cached["audio"], cached["audio_mask"].bool(), path)
+
+    images = torch.zeros(len(ids), image_size, image_size, 3, dtype=torch.uint8)
+    audio = torch.zeros(len(ids), n_samples, dtype=torch.int16)
+    img_rel = products.get_column("image").to_list()
+    aud_rel = products.get_column("audio").to_list()
+    image_mask = torch.tensor([r is not None for r in img_rel], dtype=torch.bool)
+    audio_mask = torch.tensor([r is not None for r in aud_rel], dtype=torch.bool)
+
+    def decode_image(i: int) -> None:
+        images[i].numpy()[:] = load_image(catalog.media_path(img_rel[i]), size=image_size)
+
+    def decode_audio(i: int) -> None:
+        wave = load_audio(catalog.media_path(aud_rel[i]), sample_rate=sample_rate, seconds=seconds)
+        audio[i].numpy()[:] = np.clip(np.round(wave * 32767.0), -32768, 32767)
+
+    jobs = [(decode_image, i) for i in np.flatnonzero(image_mask.numpy())]
+    jobs += [(decode_audio, i) for i in np.flatnonzero(audio_mask.numpy())]
+    # PIL and libsndfile release the GIL while decoding, so threads overlap the I/O and decode.
+    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 2)) as pool:
+        it = pool.map(lambda job: job[0](int(job[1])), jobs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=len(jobs), desc="decoding media (once per catalog)", unit="file")
+        for _ in it:
+            pass
+    meta = {"catalog": str(catalog.root), "image_size": image_size, "sample_rate": sample_rate, "seconds": seconds}
+    _save_atomic(path, {"image": images, "image_mask": image_mask, "audio": audio, "audio_mask": audio_mask}, meta)
+    return MediaCache(ids, images, image_mask, audio, audio_mask, path)
+
+
+def _backbone_digest(tower: TextTower) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(tower.backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def pooled_text_features(
+    tower: TextTower, texts: Sequence[str], cache_dir: str | Path | None = None, name: str = "texts",
+    batch_size: int = 256, progress: bool = True,
+) -> Tensor:
+    """Frozen-backbone pooled outputs (N, hidden) float32 on the CPU, cached by weights and texts."""
+    key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.max_length, _digest(*texts))
+    folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = folder / f"text-{name}-{key}.safetensors"
+    cached = _load_cached(path)
+    if cached is not None and cached["pooled"].shape[0] == len(texts):
+        return cached["pooled"]
+    pooled = tower.pool_texts(list(texts), batch_size=batch_size, progress=progress).float().cpu()
+    _save_atomic(path, {"pooled": pooled}, {"n": len(texts)})
+    return pooled
+
+
+@dataclass
+class CatalogTensors:
+    """Everything the towers read about one catalog, as tensors aligned with `item_ids`."""
+
+    item_ids: list[str]
+    texts: list[str]
+    text: dict[str, Tensor]  # {"pooled": (N, h)} or {"input_ids", "attention_mask"} (N, L)
+    text_mask: Tensor
+    image: Tensor  # (N, 3, H, W) uint8
+    image_mask: Tensor
+    audio: Tensor  # (N, T) int16
+    audio_mask: Tensor
+    query_ids: list[str] = field(default_factory=list)
+    query_texts: list[str] = field(default_factory=list)
+    query: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def masks(self) -> dict[str, Tensor]:
+        return {"text": self.text_mask, "image": self.image_mask, "audio": self.audio_mask}
+
+
+def prepare_catalog(
+    catalog: Catalog | str | Path,
+    config: EncoderConfig,
+    text_tower: TextTower | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> CatalogTensors:
+    """Decode (or read from cache) a catalog's media and text features for `config`'s towers.
+
+    With a frozen text backbone the texts become cached pooled features; with a
+    fine-tuned one, token ids padded to `text.max_length`.
+    """
+    cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
+    products = cat.products.collect()
+    item_ids = products.get_column("item_id").to_list()
+    texts = product_texts(products)
+    media = build_media_cache(
+        cat, config.image.image_size, config.audio.sample_rate, config.audio.seconds, cache_dir, progress
+    )
+    if media.item_ids != item_ids:
+        raise CatalogError(f"{cat.root / 'products.parquet'}: item order differs from its media cache {media.path}")
+    queries = cat.queries.collect() if cat.queries is not None else pl.DataFrame({"query_id": [], "text": []}, schema={"query_id": pl.Utf8, "text": pl.Utf8})
+    query_ids = queries.get_column("query_id").to_list()
+    query_texts = queries.get_column("text").fill_null("").to_list()
+    text: dict[str, Tensor] = {}
+    query: dict[str, Tensor] = {}
+    if "text" in config.modalities:
+        if text_tower is None:
+            raise CatalogError("prepare_catalog: the config has a text modality but no text tower was given")
+        if config.text.frozen:
+            text = {"pooled": pooled_text_features(text_tower, texts, cache_dir, "products", progress=progress)}
+            query = {"pooled": pooled_text_features(text_tower, query_texts, cache_dir, "queries", progress=progress)}
+        else:
+            text = text_tower.tokenize(texts)
+            query = text_tower.tokenize(query_texts) if query_texts else {}
+    return CatalogTensors(
+        item_ids=item_ids,
+        texts=texts,
+        text=text,
+        text_mask=torch.tensor([bool(t) for t in texts], dtype=torch.bool),
+        image=media.image.permute(0, 3, 1, 2),  # CHW for torchvision; a view, not a copy
+        image_mask=media.image_mask,
+        audio=media.audio,
+        audio_mask=media.audio_mask,
+        query_ids=query_ids,
+        query_texts=query_texts,
+        query=query,
+    )
+
+
+def query_item_pairs(
+    catalog: Catalog,
+    item_ids: Sequence[str],
+    query_ids: Sequence[str],
+    split: str = "train",
+    min_relevance: int = 1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> np.ndarray:
+    """(query index, item index, relevance) rows of the qrels of one query split.
+
+    The split is `workbench.evaluate.splits.split_queries`, the one evaluation
+    uses, so no test query is ever trained on.
+    """
+    if split not in ("train", "test", "all"):
+        raise CatalogError(f"split={split!r}: expected train, test or all")
+    if catalog.qrels is None or not query_ids:
+        return np.zeros((0, 3), dtype=np.int64)
+    train, test = split_queries(list(query_ids), test_fraction=test_fraction, seed=seed)
+    keep = {"train": train, "test": test, "all": list(query_ids)}[split]
+    q_index = pl.DataFrame({"query_id": list(query_ids), "q": np.arange(len(query_ids))}).filter(pl.col("query_id").is_in(keep))
+    i_index = pl.DataFrame({"item_id": list(item_ids), "i": np.arange(len(item_ids))})
+    pairs = (
+        catalog.qrels.filter(pl.col("relevance") >= min_relevance)
+        .collect()
+        .join(q_index, on="query_id")
+        .join(i_index, on="item_id")
+        .sort("q", "i")
+        .select("q", "i", pl.col("relevance").cast(pl.Int64))
+    )
+    return pairs.to_numpy().astype(np.int64).reshape(-1, 3)
+
+
+class MultimodalDataset(Dataset):
+    """One sample per product: its modalities, masks and one training query (if any)."""
+
+    def __init__(
+        self,
+        tensors: CatalogTensors,
+        modalities: Sequence[str],
+        pairs: np.ndarray | None = None,
+        image_transform=None,
+    ) -> None:
+        self.t = tensors
+        self.modalities = tuple(modalities)
+        self.image_transform = image_transform
+        self.queries_of: list[tuple[Tensor, Tensor] | None] = [None] * tensors.n_items
+        if pairs is not None and len(pairs) and tensors.query:
+            by_item: dict[int, list[tuple[int, int]]] = {}
+            for q, i, rel in pairs.tolist():
+                by_item.setdefault(i, []).append((q, rel))
+            for i, qs in by_item.items():
+                self.queries_of[i] = (torch.tensor([q for q, _ in qs]), torch.tensor([float(r) for _, r in qs]))
+        self._query_keys = list(tensors.query)
+
+    def __len__(self) -> int:
+        return self.t.n_items
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        t = self.t
+        out: dict[str, Tensor] = {"item_idx": torch.tensor(i)}
+        if "text" in self.modalities:
+            for k, v in t.text.items():
+                out[f"text_{k}"] = v[i]
+            out["text_mask"] = t.text_mask[i]
+        if "image" in self.modalities:
+            img = t.image[i]
+            if self.image_transform is not None and t.image_mask[i]:
+                img = self.image_transform(img)
+            out["image"] = img
+            out["image_mask"] = t.image_mask[i]
+        if "audio" in self.modalities:
+            out["audio"] = t.audio[i]
+            out["audio_mask"] = t.audio_mask[i]
+        if self._query_keys and "text" in self.modalities:
+            cand = self.queries_of[i]
+            if cand is None:
+                q, present = 0, False
+            else:
+                # Graded relevance: a highly relevant query is drawn more often.
+                q, present = int(cand[0][torch.multinomial(cand[1], 1)]), True
+            for k in self._query_keys:
+                out[f"query_{k}"] = t.query[k][q]
+            out["query_idx"] = torch.tensor(q if present else -1)
+            out["query_mask"] = torch.tensor(present)
+        return out
+
+
+class EmbeddingPairDataset(Dataset):
+    """(query, relevant product) pairs over precomputed tower outputs, for training a fusion."""
+
+    def __init__(
+        self,
+        item_embeddings: dict[str, Tensor],
+        item_masks: dict[str, Tensor],
+        query_embeddings: Tensor,
+        pairs: np.ndarray,
+    ) -> None:
+        if len(pairs) == 0:
+            raise CatalogError("no (query, item) training pairs: the catalog's qrels have no training query")
+        self.items = {m: e.float().cpu() for m, e in item_embeddings.items()}
+        self.masks = {m: item_masks[m].bool().cpu() for m in item_embeddings}
+        self.queries = query_embeddings.float().cpu()
+        self.pairs = torch.as_tensor(np.asarray(pairs)[:, :2], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int) -> dict[str, Tensor]:
+        q, i = self.pairs[k]
+        out = {"query": self.queries[q], "query_mask": torch.tensor(True), "query_idx": q, "item_idx": i}
+        for m, e in self.items.items():
+            out[m] = e[i]
+            out[f"{m}_mask"] = self.masks[m][i]
+        return out

@@ -1,0 +1,151 @@
+"""Image tower: a ResNet adapted to small product images, plus training augmentations.
+
+The default is torchvision's ResNet-18 (`weights=None`, or weights from a local
+file) with a 3x3 stride-1 stem and no max-pool, so 32-64 px images keep their
+spatial detail. `width`/`blocks` give the narrower, shallower variant used by
+the ci profile. Inputs are uint8 (B, 3, H, W) batches: the data loader moves
+bytes, and conversion to normalised floats happens on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.errors import CheckpointError, ConfigError
+
+# ImageNet statistics: what pretrained ResNet weights expect; harmless from scratch.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageTowerConfig:
+    image_size: int = 64
+    width: int = 64  # channels of the first stage; 64 with blocks (2,2,2,2) is ResNet-18
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    weights_path: str | None = None  # local safetensors (or weights_only torch) state dict
+    augment: bool = True  # RandomResizedCrop + horizontal flip in training (no colour jitter:
+    # colour is a product attribute the tower must keep)
+
+    def __post_init__(self) -> None:
+        self.blocks = tuple(int(b) for b in self.blocks)
+        if self.image_size < 8:
+            raise ConfigError(f"image.image_size={self.image_size}: expected >= 8")
+        if self.width < 4 or not self.blocks or any(b < 1 for b in self.blocks) or len(self.blocks) > 4:
+            raise ConfigError(f"image.width={self.width}, image.blocks={self.blocks}: expected width >= 4 and 1-4 stages of >= 1 block")
+
+    @property
+    def is_resnet18(self) -> bool:
+        return self.width == 64 and self.blocks == (2, 2, 2, 2)
+
+
+def _small_resnet(width: int, blocks: tuple[int, ...]) -> nn.Module:
+    """torchvision's ResNet layout with BasicBlocks, any base width and depth."""
+    from torchvision.models.resnet import BasicBlock
+
+    class SmallResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.relu = nn.ReLU(inplace=True)
+            inplanes = width
+            for stage, n in enumerate(blocks):
+                planes, stride = width * 2**stage, 1 if stage == 0 else 2
+                layers = []
+                for b in range(n):
+                    down = None
+                    if b == 0 and (stride != 1 or inplanes != planes):
+                        down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+                    layers.append(BasicBlock(inplanes, planes, stride if b == 0 else 1, down))
+                    inplanes = planes
+                setattr(self, f"layer{stage + 1}", nn.Sequential(*layers))
+            self.out_features = inplanes
+            self.n_stages = len(blocks)
+
+        def forward(self, x: Tensor) -> Tensor:
+            x = self.relu(self.bn1(self.conv1(x)))
+            for stage in range(self.n_stages):
+                x = getattr(self, f"layer{stage + 1}")(x)
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    return SmallResNet()
+
+
+def _resnet18_small_images() -> nn.Module:
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # 7x7/2 stem would throw away small images
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    net.out_features = 512
+    return net
+
+
+def load_state_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from safetensors, or a torch file loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files
+        raise CheckpointError(f"{path}: not loadable as weights (safetensors or weights_only torch file) ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+class ImageTower(nn.Module):
+    """uint8 images (B, 3, H, W) -> L2-normalised (B, d)."""
+
+    def __init__(self, config: ImageTowerConfig, d: int) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = _resnet18_small_images() if config.is_resnet18 else _small_resnet(config.width, config.blocks)
+        if config.weights_path:
+            self._load_pretrained(config.weights_path)
+        self.head = nn.Linear(self.backbone.out_features, d)
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def _load_pretrained(self, path: str) -> None:
+        state = load_state_file(path)
+        own = self.backbone.state_dict()
+        # The stem and classifier differ from ImageNet ResNet-18 by design; keep everything that fits.
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise CheckpointError(f"{path}: no tensor matches the image backbone (expected a ResNet state dict)")
+        self.backbone.load_state_dict(usable, strict=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = (images.float() - self.mean) / self.std
+        return F.normalize(self.head(self.backbone(x)).float(), dim=-1)
+
+
+def train_transform(config: ImageTowerConfig):
+    """Per-sample training augmentations (torchvision v2) on uint8 CHW tensors, or None."""
+    if not config.augment:
+        return None
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(config.image_size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
+    )

