@@ -63,21 +63,25 @@ class PairedResult:
 
     def summary(self, digits: int = 3) -> str:
         """One sentence for a report, e.g. "B beats A on ndcg@10 by 0.031 (95% CI …)"."""
+        def f(x: float, sign: str = "") -> str:
+            # round first and add 0.0 so that -0.0001 prints as 0.000, not -0.000
+            return f"{round(x, digits) + 0.0:{sign}.{digits}f}"
+
         pct = f"{self.confidence * 100:g}%"
-        ci = f"{pct} CI {self.low:.{digits}f} to {self.high:.{digits}f}"
+        ci = f"{pct} CI {f(self.low)} to {f(self.high)}"
         tail = f"({ci}, p={self.p_value:.{max(digits, 3)}f}, n={self.n} queries, {self.method})"
         if self.low > 0:
             verdict = (
-                f"{self.name_b} beats {self.name_a} on {self.metric} by {self.diff:.{digits}f}"
+                f"{self.name_b} beats {self.name_a} on {self.metric} by {f(self.diff)}"
             )
         elif self.high < 0:
             verdict = (
-                f"{self.name_a} beats {self.name_b} on {self.metric} by {-self.diff:.{digits}f}"
+                f"{self.name_a} beats {self.name_b} on {self.metric} by {f(-self.diff)}"
             )
         else:
             verdict = (
                 f"no clear difference between {self.name_b} and {self.name_a} on {self.metric}: "
-                f"{self.diff:+.{digits}f}"
+                f"{f(self.diff, '+')}"
             )
         return f"{verdict} {tail}"
 

@@ -117,6 +117,46 @@ class SystemRun:
                     )
         return pl.DataFrame(rows)
 
+    def report_sections(self) -> list[tuple[str, str]]:
+        """HTML blocks for the report: intervals, comparisons, explanations, modality wins."""
+        import html
+
+        from workbench.report import interval_table, render_value
+
+        sections = []
+        for name, res in sorted(self.tasks.items()):
+            stages = {s: res.intervals[s] for s in ("retrieval", "reranked")}
+            extra = ""
+            if "exact_retrieval" in res.metrics:
+                ann = res.metrics["exact_retrieval"].get("ann_recall")
+                exact_rec = res.metrics["exact_retrieval"]["candidate_recall"]
+                extra = (
+                    f"<p>Stage 1 keeps {res.metrics['retrieval']['candidate_recall']:.3f} of the "
+                    f"relevant items in its {res.config.candidates} candidates (exact search: "
+                    f"{exact_rec:.3f}); the ANN index finds {ann:.3f} of the exact top "
+                    f"{res.config.candidates}.</p>"
+                )
+            sections.append(
+                (
+                    f"{name}: metrics with 95% bootstrap intervals",
+                    f"<p class='summary'>{html.escape(res.comparison['summary'])}</p>"
+                    + extra
+                    + interval_table(stages),
+                )
+            )
+            if res.explanations:
+                sections.append(
+                    (
+                        f"{name}: explanation weights of the listed items",
+                        render_value(res.explanations),
+                    )
+                )
+        if self.modality_summary:
+            sections.append(
+                ("queries: per-modality breakdown", render_value(self.modality_summary))
+            )
+        return sections
+
     def figures(self) -> dict[str, Any]:
         from workbench.report import figures_from_results, modality_figure
 

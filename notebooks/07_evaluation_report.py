@@ -1,0 +1,190 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The whole system, evaluated, and the report
+#
+# What you will learn: how the pieces of notebooks 02–06 behave **together** as a
+# two-stage system — the ScaNN index retrieves candidates for a query, a ranker
+# re-orders them with the user's history — and how to report that with numbers
+# you can trust: each stage's recall of the relevant items, the final metrics with
+# 95 % bootstrap intervals, a paired test of "re-ranking helps", latency per query
+# of each stage, which modality wins which query, and the fusion weights that
+# explain the listed items. The last cells write one self-contained HTML report
+# (`<REPORT_DIR>/index.html`, works offline) and `metrics.json` with every number.
+#
+# Two tasks: the catalog's **search queries** (the test split the encoders never
+# saw, graded relevance) and **next item** for every user (leave-last-out: the
+# query is the mean embedding of the user's last few items, the relevant item is
+# the one they interacted with next).
+#
+# Metric definitions (trec_eval conventions, verified against `pytrec_eval` and
+# Microsoft Recommenders in the tests): nDCG@k uses gain = grade and discount
+# 1/log2(rank+1), the ideal list is cut at k; MAP@k divides by all relevant items;
+# precision@k always divides by k.
+
+# %% tags=["parameters"]
+import os
+
+PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
+CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
+WORK_DIR = "../data/work/synthetic-" + PROFILE
+REPORT_DIR = "../reports"
+SEED = 0
+K = 10
+CANDIDATES = {"ci": 50, "full": 200}[PROFILE]  # stage-1 candidates per query
+ALPHA = 0.5  # weight of the ranker in the blended stage-2 score
+RANKER = "sequential"  # <WORK_DIR>/rankers/<RANKER>, fitted here if it cannot be loaded
+RANKER_EPOCHS = {"ci": 3, "full": None}[PROFILE]  # only when fitted here; None: its default
+N_RESAMPLES = {"ci": 500, "full": 2000}[PROFILE]
+LATENCY_QUERIES = {"ci": 20, "full": 500}[PROFILE]
+MAX_USERS = {"ci": 300, "full": None}[PROFILE]
+
+# %%
+import json
+from pathlib import Path
+
+import polars as pl
+from IPython.display import HTML, display
+
+from workbench.evaluate.system_run import SystemRunConfig, evaluate_system
+from workbench.report import to_jsonable, write_json, write_report
+
+pl.Config.set_tbl_rows(60)
+pl.Config.set_tbl_hide_dataframe_shape(True)
+config = SystemRunConfig(
+    k=K, ks=(5, K), candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED,
+    latency_queries=LATENCY_QUERIES, ranker=RANKER, ranker_epochs=RANKER_EPOCHS, max_users=MAX_USERS,
+)
+
+# %% [markdown]
+# ## Run both stages on every test query
+# `evaluate_system` reads the catalog and `<WORK_DIR>/{embeddings,index,encoders,rankers}`,
+# retrieves `CANDIDATES` items per query from the saved index (and from an exact
+# index over the same vectors, to measure what the approximation loses),
+# re-ranks them and scores both orders.
+
+# %%
+run = evaluate_system(CATALOG_DIR, WORK_DIR, config)
+print("ranker:", run.ranker_source)
+
+# %% [markdown]
+# ## Headline metrics
+# Mean over queries with a 95 % percentile-bootstrap interval (seeded), for the
+# retrieval order alone and after re-ranking. `candidate_recall` is stage 1's
+# recall of the relevant items within its candidates: stage 2 can only reorder
+# what stage 1 found.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+headline = run.headline(digits=3).filter(
+    pl.col("metric").str.ends_with(f"@{K}") | (pl.col("metric") == "candidate_recall")
+)
+print(headline)
+
+# %% [markdown]
+# Does re-ranking help? A paired randomisation test on per-query nDCG@K (the
+# same queries, both orders):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, res in sorted(run.tasks.items()):
+    print(f"{name}: {res.comparison['summary']}")
+    ex = res.metrics.get("exact_retrieval", {})
+    print(f"  ANN recall of the exact top {CANDIDATES}: {ex.get('ann_recall', float('nan')):.3f}; "
+          f"candidate recall exact {ex.get('candidate_recall', float('nan')):.3f} "
+          f"vs ANN {res.metrics['retrieval']['candidate_recall']:.3f}")
+
+# %% [markdown]
+# ## Which modality wins which query
+# Each query is also answered from each single modality's embeddings alone
+# (exact search); the modality with the best nDCG@K wins that query. In the
+# synthetic catalog the attributes are split across modalities, so no single
+# modality should win everything, and fused retrieval should beat each.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if run.modality_summary:
+    print(json.dumps({k: {m: round(v, 3) for m, v in d.items()} if k == "mean_ndcg" else d
+                      for k, d in run.modality_summary.items()}, indent=1, sort_keys=True))
+
+# %% [markdown]
+# ## Why these items: fusion weights
+# For every item in the final lists, the weight the fusion gave each modality;
+# `lead_<m>` is the share of listed items whose largest weight is modality m.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(pl.DataFrame([{"task": t, **{k: round(v, 3) for k, v in r.explanations.items()}}
+                    for t, r in sorted(run.tasks.items())]))
+
+# %% [markdown]
+# ## Latency per query on this machine
+# One query at a time (a user's request), p50/p95/p99 in milliseconds per stage.
+# Timings vary between runs, so they go to `timings.json`, never `metrics.json`.
+
+# %%
+print(pl.DataFrame([{"task": t, "stage": s, **{k: round(v, 2) for k, v in p.items()}}
+                    for t, stages in sorted(run.latency.items()) for s, p in stages.items()]))
+
+# %% [markdown]
+# ## Figures
+
+# %%
+figures = run.figures()
+for fig in figures.values():
+    fig.show()
+
+# %% [markdown]
+# ## The report
+# One HTML file with plotly inlined (no network needed to open it), the run's
+# configuration, the catalog's checksums, package versions and device, the tables
+# above, and the ablation (03), atlas (04), ranker comparison (05) and ANN sweep
+# (06) that the earlier notebooks wrote under `REPORT_DIR`.
+
+# %%
+catalog_manifest = Path(CATALOG_DIR) / "manifest.json"
+index_html = write_report(
+    REPORT_DIR,
+    results=run.results,
+    config={"profile": PROFILE, "seed": SEED, "system": config},
+    sections=run.report_sections(),
+    figures=figures,
+    catalog_dir=CATALOG_DIR if catalog_manifest.is_file() else None,
+    source_dir=REPORT_DIR,
+    timings={"latency": run.latency},
+    run_name=Path(REPORT_DIR).resolve().name,
+)
+display(HTML(f"<p>Report: <code>{index_html.resolve()}</code></p>"))
+
+# %% [markdown]
+# ## Metrics
+# `<REPORT_DIR>/07_evaluation_report/metrics.json`: for each task (`queries`,
+# `next_item`) and stage (`retrieval`, `reranked`), the mean of each metric at
+# `K` and `candidate_recall` (3 decimals), plus `reranking_gain` (paired
+# difference in nDCG@K and its interval) and the modality `wins`.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+metrics = {
+    task: {
+        **{stage: {r["metric"]: r["mean"] for r in headline.filter((pl.col("task") == task)
+                                                                   & (pl.col("stage") == stage)).to_dicts()}
+           for stage in ("retrieval", "reranked")},
+        "reranking_gain": {k: round(res.comparison[k], 3) for k in ("diff", "low", "high")},
+    }
+    for task, res in sorted(run.tasks.items())
+}
+metrics["modality_wins"] = run.modality_summary.get("wins", {})
+write_json(Path(REPORT_DIR) / "07_evaluation_report" / "metrics.json", metrics, digits=3)
+print(json.dumps(to_jsonable(metrics, digits=3), indent=1, sort_keys=True))
