@@ -226,3 +226,32 @@ def test_latency_and_explanations():
     assert exp["mean_weight_text"] == pytest.approx(0.7)
     assert exp["mean_weight_image"] == pytest.approx(0.2)
     assert exp["lead_text"] == 1.0
+
+
+def test_system_run_headline_sections_and_figures():
+    from workbench.evaluate.system_run import SystemRun, SystemRunConfig
+
+    order = [[0, 1, 2, 7, 3, 4, 5, 6], [0, 1, 6, 2, 3, 4, 5, 7]]
+    cfg = SystemConfig(k=2, ks=(2,), candidates=4, alpha=1.0, n_resamples=100)
+    ranker = FakeRanker(ITEMS, [0, 0, 0, 0, 0, 0, 8.0, 9.0])
+    res = evaluate_two_stage(
+        _task(), FakeIndex(ITEMS, order), ranker, cfg, exact_index=FakeIndex(ITEMS, order)
+    )
+    lat = {"queries": {"total": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "n": 2}}}
+    run = SystemRun(
+        SystemRunConfig(k=2), {"queries": res}, lat, None, {"wins": {"text": 2}}, "fake"
+    )
+    head = run.headline()
+    row = head.filter((head["stage"] == "reranked") & (head["metric"] == "ndcg@2")).to_dicts()[0]
+    assert (row["mean"], row["low"], row["high"], row["n"]) == (1.0, 1.0, 1.0, 2)
+    titles = [t for t, _ in run.report_sections()]
+    assert titles[0] == "queries: metrics with 95% bootstrap intervals"
+    assert "queries: per-modality breakdown" in titles
+    assert "the ANN index finds 1.000 of the exact top 4" in run.report_sections()[0][1]
+    assert set(run.figures()) == {
+        "queries: metrics per stage",
+        "queries: latency",
+        "queries: which modality wins",
+    }
+    assert run.results["info"]["ranker_source"] == "fake"
+    assert "latency" not in str(run.results)
