@@ -496,11 +496,12 @@ def _media_paths(kind: str, idx: np.ndarray, n_items: int, present: np.ndarray) 
     return out
 
 
-def _products_chunk(cfg: SyntheticConfig, items: dict[str, np.ndarray], lo: int, hi: int) -> pl.DataFrame:
+def _products_chunk(cfg: SyntheticConfig, part: dict[str, np.ndarray], lo: int, hi: int) -> pl.DataFrame:
+    """Rows lo..hi of the products table; `part` holds the item arrays sliced to lo:hi."""
     idx = np.arange(lo, hi, dtype=np.int64)
     u = _uniform(cfg.seed, _S_TEXT, idx[:, None], np.arange(_N_TEXT_U)[None, :])
     keys = ("leaf", "colour", "pattern", "material", "style", "brand", "text_colour", "text_pattern", "text_material", "mislead")
-    cols = {k: items[k][lo:hi].tolist() for k in keys}
+    cols = {k: part[k].tolist() for k in keys}
     titles, descs = [], []
     for j in range(hi - lo):
         t, d = _product_text({k: cols[k][j] for k in keys}, u[j])
@@ -512,18 +513,27 @@ def _products_chunk(cfg: SyntheticConfig, items: dict[str, np.ndarray], lo: int,
             "item_id": _item_ids(idx, cfg.n_items),
             "title": titles,
             "description": descs,
-            "category": np.array(LEAVES)[items["leaf"][lo:hi]].tolist(),
-            "brand": np.array(BRANDS)[items["brand"][lo:hi]].tolist(),
-            "price": items["price"][lo:hi],
-            "attributes": np.array(_ATTR_JSON)[items["style"][lo:hi]].tolist(),
-            "image": _media_paths("images", idx, cfg.n_items, items["has_image"][lo:hi] & media),
-            "audio": _media_paths("audio", idx, cfg.n_items, items["has_audio"][lo:hi] & media),
+            "category": np.array(LEAVES)[part["leaf"]].tolist(),
+            "brand": np.array(BRANDS)[part["brand"]].tolist(),
+            "price": part["price"],
+            "attributes": np.array(_ATTR_JSON)[part["style"]].tolist(),
+            "image": _media_paths("images", idx, cfg.n_items, part["has_image"] & media),
+            "audio": _media_paths("audio", idx, cfg.n_items, part["has_audio"] & media),
         },
         schema={
             "item_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "category": pl.Utf8,
             "brand": pl.Utf8, "price": pl.Float64, "attributes": pl.Utf8, "image": pl.Utf8, "audio": pl.Utf8,
         },
     )
+
+
+_TEXT_KEYS = ("leaf", "colour", "pattern", "material", "style", "brand", "text_colour", "text_pattern",
+              "text_material", "mislead", "price", "has_image", "has_audio")
+
+
+def _part(items: dict[str, np.ndarray], lo: int, cfg: SyntheticConfig) -> tuple[dict[str, np.ndarray], int, int]:
+    hi = min(lo + cfg.chunk_size, cfg.n_items)
+    return {k: items[k][lo:hi] for k in _TEXT_KEYS}, lo, hi
 
 
 def _truth_items(cfg: SyntheticConfig, items: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -654,12 +664,14 @@ class _Sampler:
         em = e("material", len(MATERIALS))[:, None, None, :, None]
         es = e("style", len(STYLES))[:, None, None, None, :]
         z = self.z_rel.reshape(1, len(LEAVES), len(COLOURS), len(MATERIALS), len(STYLES))
-        w = (((z * ec) * em) * es).reshape(nb, len(LEAVES), CELLS_PER_LEAF)
-        cum = np.cumsum(w, axis=2)
-        tot = cum[:, :, -1:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            log_mass = np.log(tot[:, :, 0])  # up to a per-user constant, which the softmax ignores
-            cdf = np.where(cum >= tot, 1.0, cum / np.where(tot > 0, tot, 1.0))
+        w = (z * ec) * em
+        w = np.multiply(w, es, out=np.empty((nb,) + z.shape[1:])).reshape(nb, len(LEAVES), CELLS_PER_LEAF)
+        cdf = np.cumsum(w, axis=2, out=w)  # in place: these arrays are the bulk of the memory
+        tot = cdf[:, :, -1].copy()
+        with np.errstate(divide="ignore"):
+            log_mass = np.log(tot)  # up to a per-user constant, which the softmax ignores
+        # x / x is exactly 1.0, so every block ends at exactly 1 (trailing empty cells too)
+        cdf /= np.where(tot > 0, tot, 1.0)[:, :, None]
         cat_logw = taste[:, : len(LEAVES)] + log_mass  # -inf for empty categories
         cdf += (np.arange(nb)[:, None] * len(LEAVES) + np.arange(len(LEAVES))[None, :])[:, :, None]
         return cat_logw, cdf.ravel()
@@ -864,24 +876,30 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
                        licence="CC0-1.0", overwrite=overwrite, extra={"synthetic": _generative_config(cfg)}) as w:
         root = w.staging
         pool = None
-        pending = []
+        pending, product_jobs = [], []
+        if n_workers > 0 and (cfg.with_media or cfg.n_items > cfg.chunk_size):
+            # forkserver: polars' threads in this process make plain fork unsafe
+            pool = mp.get_context("forkserver").Pool(n_workers)
+            # product texts first (the main process appends them in order), then media
+            product_jobs = [pool.apply_async(_products_chunk, (cfg, *_part(items, lo, cfg)))
+                            for lo in range(0, cfg.n_items, cfg.chunk_size)]
         if cfg.with_media:
             w.media_dir  # noqa: B018 - creates the folder
             tasks = _media_tasks(cfg, root, items, block=500)
-            if n_workers > 0:
-                pool = mp.get_context("forkserver").Pool(n_workers)
+            if pool is not None:
                 pending = [pool.apply_async(render_block, t) for t in tasks]
             else:
                 for t in tqdm(tasks, desc="media", disable=not progress):
                     render_block(*t)
         try:
             for lo in tqdm(range(0, cfg.n_items, cfg.chunk_size), desc="products", disable=not progress):
-                w.append_table("products", _products_chunk(cfg, items, lo, min(lo + cfg.chunk_size, cfg.n_items)))
+                chunk = product_jobs.pop(0).get() if product_jobs else _products_chunk(cfg, *_part(items, lo, cfg))
+                w.append_table("products", chunk)
             w.write_truth("items", _truth_items(cfg, items))
             sampler = _Sampler(items)
             if cfg.n_users:
                 user_rows = []
-                batch = 256
+                batch = 128  # users per batch: their (batch, 11520) CDFs stay cache- and memory-friendly
                 for lo in tqdm(range(0, cfg.n_users, batch), desc="users", disable=not progress):
                     idx = np.arange(lo, min(lo + batch, cfg.n_users), dtype=np.int64)
                     users = _draw_users(cfg, idx)
