@@ -58,7 +58,7 @@ class SystemRunConfig:
     latency_queries: int = 200
     query_test_fraction: float = 0.2
     query_split_seed: int = 0
-    ranker: str = "sequential"
+    ranker: str = "sequential"  # popularity | bpr | sequential (workbench.rankers.MODELS)
     ranker_epochs: int | None = None  # only when the ranker must be fitted here
     last_n: int = 5
     max_users: int | None = None  # evaluate the first n test users (sorted ids); None: all
@@ -188,31 +188,14 @@ def _load_ranker(work: Path, cfg: SystemRunConfig, train: pl.DataFrame, item_ids
         load_ranker = None
     if load_ranker is not None and folder.exists():
         return load_ranker(folder), f"loaded {folder.name} from <work>/rankers"
-    from workbench.rankers.mf import BPRConfig, BPRRanker
-    from workbench.rankers.popularity import PopularityRanker
+    from workbench.rankers import MODELS, make_ranker
 
-    if cfg.ranker == "popularity":
-        ranker = PopularityRanker(device=cfg.device)
-    elif cfg.ranker == "sequential":
-        from workbench.rankers.sequential import SequentialConfig, SequentialRanker
-
-        scfg = SequentialConfig()
-        if cfg.ranker_epochs is not None:
-            scfg.train.epochs = cfg.ranker_epochs
-        scfg.train.seed = cfg.seed
-        scfg.train.device = cfg.device
-        ranker = SequentialRanker(scfg)
-    elif cfg.ranker == "mf":
-        bcfg = BPRConfig()
-        if cfg.ranker_epochs is not None:
-            bcfg.train.epochs = cfg.ranker_epochs
-        bcfg.train.seed = cfg.seed
-        bcfg.train.device = cfg.device
-        ranker = BPRRanker(bcfg)
-    else:
+    if cfg.ranker not in MODELS:
         raise EvaluationError(
-            f"ranker {cfg.ranker!r}: expected popularity, mf or sequential (or a saved ranker folder {folder})"
+            f"ranker {cfg.ranker!r}: expected one of {', '.join(MODELS)} "
+            f"(or a saved ranker folder {folder})"
         )
+    ranker = make_ranker(cfg.ranker, seed=cfg.seed, epochs=cfg.ranker_epochs, device=cfg.device)
     ranker.fit(train, items=item_ids, item_embeddings=vectors)
     return ranker, f"fitted {cfg.ranker} in notebook 07 (no saved ranker loader)"
 
