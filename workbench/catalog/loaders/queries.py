@@ -156,7 +156,7 @@ def _render(type_value: str, chosen: list[tuple[str, str]], template: str) -> st
     words = [_surface(v) for _, v in ordered]
     gender = [v for k, v in ordered if k.lower() == "gender"]
     if "{gender}" in template:
-        if not gender:
+        if not gender or gender[0].lower() == "unisex":  # "for unisex" reads badly
             template = "{attrs} {type}"
         else:
             words = [_surface(v) for k, v in ordered if k.lower() != "gender"]
