@@ -400,6 +400,15 @@ def _figure_html(fig: Any, div_id: str) -> str:
     )
 
 
+def _rename_div(fragment: str, old: str, new: str) -> str:
+    """Give a pulled-in figure a unique id (plotly quotes it both ways; post scripts add suffixes)."""
+    if old == new:
+        return fragment
+    # One pass, so the new id (which starts with the old one) is not renamed again.
+    pattern = r"""(["'])""" + re.escape(old) + r"""(?=["'-])"""
+    return re.sub(pattern, lambda m: m.group(1) + new, fragment)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
 
@@ -493,7 +502,7 @@ def write_report(
             parts.append(render_value(entry["metrics"]))
         for fig in entry["figures"]:
             new_id = unique_id(fig["div_id"])
-            fragment = fig["html"].replace(f'"{fig["div_id"]}"', f'"{new_id}"')
+            fragment = _rename_div(fig["html"], fig["div_id"], new_id)
             parts.append(
                 f'<div class="figure"><p class="muted">{html.escape(fig["file"])}</p>{fragment}</div>'
             )

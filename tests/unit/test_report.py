@@ -175,3 +175,17 @@ def test_bad_metrics_json_of_a_notebook_is_named(tmp_path):
     (tmp_path / "05_rankers" / "metrics.json").write_text("{not json")
     with pytest.raises(EvaluationError, match="05_rankers"):
         write_report(tmp_path, results={})
+
+
+def test_pulled_figure_ids_renamed_in_one_pass():
+    from workbench.report import _rename_div
+
+    frag = (
+        '<div id="a" class="plotly-graph-div"></div><script>Plotly.newPlot("a");'
+        "var gd=document.getElementById('a');img.id='a-thumbnail';x='ab'</script>"
+    )
+    out = _rename_div(frag, "a", "a-2")
+    assert out == (
+        '<div id="a-2" class="plotly-graph-div"></div><script>Plotly.newPlot("a-2");'
+        "var gd=document.getElementById('a-2');img.id='a-2-thumbnail';x='ab'</script>"
+    )
