@@ -302,3 +302,52 @@ def test_bad_config_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="n_items"):
         generate_synthetic(tmp_path / "x", SyntheticConfig(n_items=0))
     assert not (tmp_path / "x").exists()
+
+
+def test_audio_carries_material_but_not_trivially():
+    """Two crude features (spectral centroid, decay) classify material well above chance, not perfectly."""
+    from workbench.catalog.synthetic_media import MATERIALS, item_rng, noise_bank, render_audio
+
+    bank = noise_bank(0)
+
+    def feat(x: np.ndarray) -> list[float]:
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        freq = np.fft.rfftfreq(x.size, 1 / 16000)
+        e = x**2
+        i0 = int(np.argmax(np.abs(x)))
+        decay = np.log(e[i0 + 1600 : i0 + 4800].sum() + 1e-9) - np.log(e[i0 : i0 + 1600].sum() + 1e-9)
+        return [float(np.log((spec * freq).sum() / spec.sum())), float(decay)]
+
+    feats, labels = [], []
+    for m in range(len(MATERIALS)):
+        for i in range(30):
+            x = render_audio(item_rng(1, 102, m * 1000 + i), m, bank)
+            assert x.dtype == np.float32 and x.shape == (16000,) and np.abs(x).max() <= 1.0
+            feats.append(feat(x))
+            labels.append(m)
+    f, y = np.array(feats), np.array(labels)
+    train = np.arange(y.size) % 2 == 0
+    z = (f - f[train].mean(0)) / f[train].std(0)
+    centroids = np.array([z[train & (y == m)].mean(0) for m in range(len(MATERIALS))])
+    pred = np.argmin(((z[~train, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    acc = float((pred == y[~train]).mean())
+    assert 0.45 < acc < 0.95, acc
+
+
+def test_image_colour_is_in_the_shape_not_the_whole_picture():
+    from workbench.catalog.synthetic_media import COLOUR_RGB, item_rng, noise_bank, render_image
+
+    bank = noise_bank(0)
+    palette = np.array(COLOUR_RGB, dtype=float)
+    centre_hits = mean_hits = 0
+    n = 0
+    for c in range(len(COLOUR_RGB)):
+        for i in range(12):
+            solid = render_image(item_rng(2, 101, c * 100 + i), [0, 1, 3, 6][i % 4], c, 0, 64, bank).astype(float)
+            centre = np.median(solid[27:37, 27:37].reshape(-1, 3), axis=0)
+            centre_hits += np.argmin(((palette - centre) ** 2).sum(1)) == c
+            any_img = render_image(item_rng(3, 101, c * 100 + i), i % 24, c, i % 4, 64, bank).astype(float)
+            mean_hits += np.argmin(((palette - any_img.reshape(-1, 3).mean(0)) ** 2).sum(1)) == c
+            n += 1
+    assert centre_hits / n > 0.9  # the shape is filled with the product colour
+    assert mean_hits / n < 0.5  # but the picture's mean colour does not give it away
