@@ -48,7 +48,11 @@ import torch
 from IPython.display import Audio, display
 
 from workbench.catalog import write_json_atomic
-from workbench.encoders.spoken_digits import SpokenDigitConfig, list_recordings, spoken_digit_retrieval
+from workbench.encoders.spoken_digits import (
+    SpokenDigitConfig,
+    list_recordings,
+    spoken_digit_retrieval,
+)
 from workbench.media import load_audio
 from workbench.train import TrainConfig
 
@@ -79,7 +83,7 @@ if HAVE_FSDD:
 
 # %%
 if HAVE_FSDD:
-    for path, digit, speaker, take in [r for r in recordings if r[1] == 7 and r[3] == 0][:2]:
+    for path, digit, speaker, _take in [r for r in recordings if r[1] == 7 and r[3] == 0][:2]:
         wave = load_audio(path, sample_rate=16_000)
         print(f"digit {digit}, speaker {speaker}: {len(wave) / 16_000:.2f} s")
         display(Audio(wave, rate=16_000))
