@@ -879,7 +879,8 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
         pending, product_jobs = [], []
         if n_workers > 0 and (cfg.with_media or cfg.n_items > cfg.chunk_size):
             # forkserver: polars' threads in this process make plain fork unsafe
-            pool = mp.get_context("forkserver").Pool(n_workers)
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            pool = mp.get_context(method).Pool(n_workers)
             # product texts first (the main process appends them in order), then media
             product_jobs = [pool.apply_async(_products_chunk, (cfg, *_part(items, lo, cfg)))
                             for lo in range(0, cfg.n_items, cfg.chunk_size)]
