@@ -160,16 +160,55 @@ def umap_project(vectors: Any, config: UMAPConfig | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------- thumbnails
 
 
-def image_data_uri(image: np.ndarray | str | Path, size: int = 48) -> str:
-    """A small PNG as a `data:` URI, for hovers and galleries (works offline)."""
+def image_data_uri(image: np.ndarray | str | Path, size: int = 48, fmt: str = "png") -> str:
+    """A small image as a `data:` URI, for hovers and galleries (works offline).
+
+    fmt: "png" (lossless) or "jpeg" (quality 80, about a third of the bytes: used for
+    the thousand hover thumbnails of an atlas).
+    """
+    import io
+
     from PIL import Image
 
-    from workbench.media import image_to_png_bytes, load_image
+    from workbench.media import load_image
 
+    if fmt not in ("png", "jpeg"):
+        raise ConfigError(f"image_data_uri: fmt={fmt!r}; expected png or jpeg")
     arr = load_image(image, size=size) if isinstance(image, str | Path) else image
-    if arr.shape[0] != size and isinstance(image, np.ndarray):
-        arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
-    return "data:image/png;base64," + base64.b64encode(image_to_png_bytes(arr)).decode("ascii")
+    img = Image.fromarray(arr)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt.upper(), **({"quality": 80} if fmt == "jpeg" else {}))
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def catalog_thumbnails(
+    catalog: Any, item_ids: Sequence[str], size: int = 40, fmt: str = "png"
+) -> dict[str, str]:
+    """item_id -> thumbnail data URI for the given items that have a readable image.
+
+    `catalog` is a `workbench.catalog.Catalog`; items without an image, or whose image
+    cannot be decoded, get no entry (they simply show no thumbnail).
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.errors import MediaError
+
+    wanted = pl.DataFrame({"item_id": [str(i) for i in item_ids]})
+    rows = (
+        catalog.products.select("item_id", "image")
+        .filter(pl.col("image").is_not_null())
+        .collect()
+        .join(wanted, on="item_id", how="semi")
+    )
+    out: dict[str, str] = {}
+    for item_id, rel in tqdm(rows.iter_rows(), total=rows.height, desc="thumbnails", leave=False):
+        try:
+            out[item_id] = image_data_uri(catalog.media_path(rel), size=size, fmt=fmt)
+        except MediaError:
+            continue
+    return out
 
 
 # --------------------------------------------------------------------------- figures
@@ -241,21 +280,54 @@ gd.on('plotly_unhover', function () { img.style.display = 'none'; });
 """
 
 
+def _write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _has_thumbnails(fig: go.Figure) -> bool:
+    meta = fig.layout.meta
+    return isinstance(meta, dict) and bool(meta.get("thumbnails"))
+
+
 def save_figure_html(fig: go.Figure, path: str | Path, div_id: str) -> Path:
     """Self-contained HTML (plotly.js inlined, fixed div id), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
     html = fig.to_html(
         include_plotlyjs=True,
         full_html=True,
         div_id=div_id,
-        post_script=_THUMB_JS if meta.get("thumbnails") else None,
+        post_script=_THUMB_JS if _has_thumbnails(fig) else None,
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_text_atomic(Path(path), html)
+
+
+def save_figures_html(figures: Mapping[str, go.Figure], path: str | Path, title: str) -> Path:
+    """Several figures on one self-contained page (plotly.js inlined once), keyed by div id."""
+    if not figures:
+        raise ConfigError("save_figures_html: no figures")
+    parts = []
+    for i, (div_id, fig) in enumerate(figures.items()):
+        parts.append(
+            fig.to_html(
+                include_plotlyjs=i == 0,
+                full_html=False,
+                div_id=div_id,
+                post_script=_THUMB_JS if _has_thumbnails(fig) else None,
+            )
+        )
+    from html import escape
+
+    page = (
+        '<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8" /><title>'
+        + escape(title)
+        + "</title></head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body>\n</html>\n"
+    )
+    return _write_text_atomic(Path(path), page)
 
 
 def gallery_figure(
@@ -345,6 +417,26 @@ def sweep_figure(
     return fig
 
 
+def probe_figure(quality: pl.DataFrame) -> go.Figure:
+    """Grouped bars of the `probe_<attribute>` columns of `neighbourhood_quality`."""
+    probes = [c for c in quality.columns if c.startswith("probe_")]
+    if not probes:
+        raise ConfigError(f"quality table has no probe_ columns: {quality.columns}")
+    long = quality.unpivot(
+        index="space", on=probes, variable_name="attribute", value_name="accuracy"
+    ).with_columns(pl.col("attribute").str.strip_prefix("probe_"))
+    return px.bar(
+        long,
+        x="attribute",
+        y="accuracy",
+        color="space",
+        barmode="group",
+        title="Linear-probe accuracy per attribute and space",
+        template="plotly_white",
+        range_y=[0, 1],
+    )
+
+
 # --------------------------------------------------------------------------- gap and quality
 
 
@@ -387,6 +479,7 @@ def modality_gap(
 
 def _probe_accuracy(x: np.ndarray, y: np.ndarray, seed: int, train_fraction: float) -> float:
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
@@ -394,9 +487,12 @@ def _probe_accuracy(x: np.ndarray, y: np.ndarray, seed: int, train_fraction: flo
     tr, te = order[:cut], order[cut:]
     if len(te) == 0 or len(np.unique(y[tr])) < 2:
         return float("nan")
-    clf = LogisticRegression(max_iter=300, random_state=seed)
-    clf.fit(x[tr], y[tr])
-    return float((clf.predict(x[te]) == y[te]).mean())
+    # one BLAS thread: these problems are tiny, and on a shared machine BLAS threads
+    # spinning for cores made each fit ~50x slower
+    with threadpool_limits(1):
+        clf = LogisticRegression(max_iter=300, random_state=seed)
+        clf.fit(x[tr], y[tr])
+        return float((clf.predict(x[te]) == y[te]).mean())
 
 
 def neighbourhood_quality(
@@ -419,6 +515,7 @@ def neighbourhood_quality(
     seeded logistic regression on a seeded train/test split, at most `max_items`).
     """
     from sklearn.manifold import trustworthiness
+    from threadpoolctl import threadpool_limits
 
     if "item_id" not in labels.columns or "category" not in labels.columns:
         raise ConfigError(f"labels: expected item_id and category columns; got {labels.columns}")
@@ -448,9 +545,9 @@ def neighbourhood_quality(
             if c.shape[0] != len(x):
                 raise ConfigError(f"coords[{name!r}]: {c.shape[0]} points for {len(x)} items")
             nk = min(k, (len(sample) - 1) // 2)  # sklearn requires k < n/2
-            row[f"trustworthiness@{k}"] = round(
-                float(trustworthiness(x[sample], c[sample], n_neighbors=nk, metric="cosine")), 4
-            )
+            with threadpool_limits(1):
+                tw = trustworthiness(x[sample], c[sample], n_neighbors=nk, metric="cosine")
+            row[f"trustworthiness@{k}"] = round(float(tw), 4)
         for a in attrs:
             y = lab[a].cast(pl.Utf8).to_numpy()[sample]
             row[f"probe_{a}"] = round(_probe_accuracy(x[sample], y, seed, train_fraction), 4)

@@ -21,6 +21,7 @@ from workbench.viz import (
     modality_gap,
     neighbourhood_quality,
     save_figure_html,
+    save_figures_html,
     sweep_figure,
     umap_project,
 )
@@ -96,7 +97,17 @@ def test_scatter_colours_hover_and_thumbnails(tmp_path):
     assert again == html  # fixed div id: byte-identical reruns
     plain = save_figure_html(by_price, tmp_path / "plain.html", div_id="p").read_text()
     assert "p-thumbnail" not in plain
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.html", "atlas.html", "plain.html"]
+    page = save_figures_html({"m-a": fig, "m-b": by_price}, tmp_path / "page.html", "maps")
+    text = page.read_text()
+    assert 'id="m-a"' in text and 'id="m-b"' in text and "m-a-thumbnail" in text
+    assert "m-b-thumbnail" not in text and "<title>maps</title>" in text
+    assert text.count("Plotly=") == html.count("Plotly=")  # plotly.js once
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "again.html",
+        "atlas.html",
+        "page.html",
+        "plain.html",
+    ]
 
 
 def test_image_data_uri_and_gallery(tmp_path):
@@ -105,6 +116,10 @@ def test_image_data_uri_and_gallery(tmp_path):
     assert uri.startswith("data:image/png;base64,")
     decoded = Image.open(__import__("io").BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert decoded.size == (24, 24)
+    jpg = image_data_uri(np.zeros((10, 10, 3), np.uint8), size=24, fmt="jpeg")
+    assert jpg.startswith("data:image/jpeg;base64,")
+    with pytest.raises(ConfigError, match="fmt"):
+        image_data_uri(np.zeros((10, 10, 3), np.uint8), fmt="gif")
     fig = gallery_figure([uri, None, uri], ["1. a", "2. missing", "3. a"], cols=2)
     assert len(fig.data) == 2 and [a.text for a in fig.layout.annotations] == [
         "1. a",
