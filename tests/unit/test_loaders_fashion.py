@@ -138,6 +138,18 @@ def test_fashion_bad_header_names_the_file(tmp_path: Path) -> None:
         import_fashion_products(src, tmp_path / "out")
 
 
+def test_fashion_quoted_reexport_is_read_as_csv(tmp_path: Path) -> None:
+    src = tmp_path / "quoted"
+    src.mkdir()
+    (src / "styles.csv").write_text(
+        "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
+        '1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,"Shirt, blue, slim"\n'
+    )
+    report = import_fashion_products(src, tmp_path / "out", config=FashionImportConfig(derive_queries=False, progress=False))
+    assert report.repaired["quoted line parsed as CSV"] == 1
+    assert read_catalog(tmp_path / "out").products.collect()["title"].to_list() == ["Shirt, blue, slim"]
+
+
 def test_fashion_limit_keeps_first_products(fashion_src: Path, tmp_path: Path) -> None:
     report, cat = _import(fashion_src, tmp_path / "cat", limit=4, derive_queries=False)
     assert cat.products.select(pl.len()).collect().item() == 4

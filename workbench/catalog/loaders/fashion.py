@@ -21,6 +21,7 @@ By default graded queries are derived from the attributes
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ def read_styles(path: Path, report: ImportReport) -> pl.DataFrame:
         if not line.strip():
             continue
         fields = line.split(",")
+        if '"' in line:  # a re-export that quotes names: parse the line as proper CSV
+            quoted = next(csv.reader([line]))
+            if len(quoted) == n:
+                fields = quoted
+                report.repair("quoted line parsed as CSV")
         if len(fields) > n:
             extra = len(fields) - n
             name = ",".join(fields[name_at : name_at + extra + 1])
