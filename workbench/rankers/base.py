@@ -244,12 +244,13 @@ class Ranker(ABC):
         user_ids: Sequence[str] | np.ndarray,
         k: int,
         exclude_seen: bool = True,
-        batch_size: int = 2048,
+        batch_size: int | None = None,
     ) -> Recommendations:
         """Top-k items for each user over the whole item universe, best first.
 
         Scores every item with one matrix product per batch of users and takes the
         top k on the device. `exclude_seen` drops each user's training items.
+        `batch_size=None` bounds each (users x items) score block to 2**25 floats.
         """
         self._check_fitted()
         n_items = len(self.item_ids)
@@ -259,6 +260,8 @@ class Ranker(ABC):
             raise ConfigError(f"k={k} exceeds the item universe of {n_items} items; expected k <= {n_items}")
         users, cold = self.user_index(user_ids)
         n = len(users)
+        if batch_size is None:
+            batch_size = max(1, min(4096, 2**25 // n_items))
         indices = np.full((n, k), -1, dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         for start in range(0, n, batch_size):
