@@ -114,7 +114,7 @@ class IndexConfig:
             "num_leaves": num_leaves,
             "leaves_to_search": max(1, math.ceil(num_leaves / 10)),
             "reorder": 100,
-            "training_sample_size": min(n_items, 250_000),
+            "training_sample_size": min(n_items, 100_000),  # ScaNN's own default
         }
         defaults.update(overrides)
         return cls(**defaults)

@@ -93,14 +93,16 @@ def _unit(vectors: Any, what: str = "vectors") -> np.ndarray:
 
 
 def knn_cosine(
-    vectors: Any, k: int, batch_size: int = 2048, device: str = "auto"
+    vectors: Any, k: int, batch_size: int | None = None, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by cosine, excluding the point itself.
 
     Returns indices (n, k) int64 and cosine similarities (n, k) float32, best first.
+    batch_size: query rows per block (default: blocks of about 128 MB of scores).
     """
     x = _unit(vectors)
     n = x.shape[0]
+    batch_size = batch_size or int(np.clip(2**25 // n, 16, 4096))
     if not 1 <= k < n:
         raise ConfigError(f"knn: k={k} needs 1 <= k < n_items={n}")
     dev = resolve_device(device)

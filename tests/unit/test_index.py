@@ -65,7 +65,7 @@ def test_for_size_picks_exact_below_threshold_and_scann_above():
     big = IndexConfig.for_size(1_000_000)
     assert small.kind == "exact" and big.kind == "scann"
     assert big.num_leaves == 1000 and big.leaves_to_search == 100 and big.reorder == 100
-    assert big.training_sample_size == 250_000
+    assert big.training_sample_size == 100_000
     # leaves never hold fewer than 50 items on average
     assert IndexConfig.for_size(1_000).num_leaves == 20
     assert IndexConfig.for_size(10).num_leaves == 1
