@@ -68,8 +68,8 @@ class EncoderConfig:
             base = cls(
                 d=64,
                 text=TextTowerConfig(head_hidden=256, max_length=48),
-                image=ImageTowerConfig(image_size=32, width=16, blocks=(1, 1, 1)),
-                audio=AudioTowerConfig(seconds=1.0, n_mels=32, channels=(16, 32, 32)),
+                image=ImageTowerConfig(image_size=32, width=8, blocks=(1, 1, 1), stem_stride=2),
+                audio=AudioTowerConfig(seconds=1.0, n_mels=32, hop_length=400, channels=(8, 16, 16)),
             )
         elif profile == "full":
             base = cls()

@@ -1,0 +1,186 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Encoders: text, image and audio towers aligned in one space
+#
+# What you will learn: how three towers (a frozen MiniLM text encoder with a
+# trained projection head, a small ResNet for images, a log-mel CNN for audio)
+# are trained so that the text, image and sound of the same product land close
+# together (a symmetric InfoNCE loss between every pair of modalities a product
+# has, plus query texts aligned with their relevant products); how good each
+# modality alone is at finding products for a text query; and which product
+# attributes each tower captures. On the synthetic catalog the attributes are
+# split across modalities (colour and pattern only in the image, material only
+# in the sound, brand and style only in the text), so no single tower can do it
+# all: that is what notebook 03's fusion fixes.
+#
+# The frozen text backbone's outputs are computed once per catalog and cached
+# under `<work>/cache` together with the decoded images and clips, so an epoch
+# only trains the text head and the two small CNNs.
+
+# %% tags=["parameters"]
+import os
+
+PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
+CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
+WORK_DIR = "../data/work/synthetic-" + PROFILE
+REPORT_DIR = "../reports"
+SEED = 0
+EPOCHS = {"ci": 5, "full": 30}[PROFILE]
+BATCH_SIZE = {"ci": 128, "full": 256}[PROFILE]
+LR = {"ci": 3e-3, "full": 1e-3}[PROFILE]
+N_GALLERY = 3  # query products shown with their 8 nearest neighbours
+
+# %%
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from workbench import viz
+from workbench.catalog import read_catalog, read_truth, write_json_atomic
+from workbench.encoders import EncoderConfig, embed_catalog, load_encoder
+from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
+from workbench.encoders.recipes import TowerTraining, train_towers
+from workbench.evaluate.metrics import relevance_matrix
+from workbench.train import TrainConfig
+
+torch.manual_seed(SEED)
+pl.Config.set_tbl_rows(20)
+report_dir = Path(REPORT_DIR) / "02_encoders"
+report_dir.mkdir(parents=True, exist_ok=True)
+if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally wrote it
+    from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
+
+    n_items, n_users, n_queries = {"ci": (1000, 300, 300), "full": (20000, 5000, 2000)}[PROFILE]
+    generate_synthetic(CATALOG_DIR, SyntheticConfig(n_items=n_items, n_users=n_users, n_queries=n_queries, seed=SEED), progress=False)
+cat = read_catalog(CATALOG_DIR)
+
+# %% [markdown]
+# ## Train the towers
+# `EncoderConfig.for_profile` picks the sizes: on `ci` a shared space of
+# d=64, a 3-stage ResNet of width 8 on 32 px images and a 3-layer CNN on 32
+# mel bands; on `full` d=256, ResNet-18 (3x3 stem, no max-pool) on 64 px
+# images. Training uses the project's one loop (`workbench.train.fit`: cosine
+# schedule with warm-up, gradient clipping, bf16 on GPU only, a checkpoint per
+# epoch under `<work>/encoders/checkpoints`). Test queries (20%, the split every
+# notebook uses) are never trained on.
+
+# %%
+config = TowerTraining(
+    encoder=EncoderConfig.for_profile(PROFILE),
+    train=TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED),
+)
+run = train_towers(cat, WORK_DIR, config, progress=False)
+emb, masks = run.embeddings, run.tensors.masks()
+
+# %% tags=["NBVAL_CHECK_OUTPUT"]
+# NBVAL_CHECK_OUTPUT
+print("items:", run.tensors.n_items, "| with image:", int(masks["image"].sum()), "| with audio:", int(masks["audio"].sum()))
+print("training (query, product) pairs:", len(run.train_pairs), "| test queries:", len(set(run.test_pairs[:, 0].tolist())))
+print("epochs trained:", len(run.history), "| d =", config.encoder.d)
+
+# %% [markdown]
+# ## Loss curves
+# The total loss and each term: product pairs (`text-image`, `text-audio`,
+# `image-audio`) and query texts against each modality of their relevant
+# products (`query-text`, …). A missing image or clip removes that product from
+# the terms that need it; it is never filled with zeros.
+
+# %%
+loss_curves_figure(run.history).show()
+print(pl.DataFrame([{k: round(v, 3) for k, v in h.items() if k == "loss" or k.startswith("loss/") or k == "temperature"} for h in run.history]))
+
+# %% [markdown]
+# ## Which modality finds the products?
+# Each test query is encoded by the text tower and compared (cosine) with every
+# product's text, image or audio embedding; Recall@10 and nDCG@10 use the
+# graded qrels (`workbench.evaluate.metrics`). Products without that modality
+# cannot be found by it.
+
+# %%
+test_q = sorted(set(run.test_pairs[:, 0].tolist()))
+relevance = relevance_matrix(cat.qrels.collect(), [run.tensors.query_ids[q] for q in test_q], run.tensors.item_ids)
+single = {m: emb[m] for m in ("text", "image", "audio")}
+table, per_query = ablation(emb["query"][test_q], single, masks, relevance, fusions={})
+per_modality = table.filter(pl.col("system").is_in(["text", "image", "audio"]))
+print(per_modality.with_columns(pl.col("^(ndcg|recall).*$").round(3)))
+
+# %% [markdown]
+# ## Nearest neighbours in image space
+# A product's image (first tile) and the 8 products whose image embeddings are
+# closest. Captions give the true colour, pattern and category: neighbours share
+# what the image shows (colour, pattern, shape), not what only text or sound says.
+
+# %%
+truth = read_truth(CATALOG_DIR)["items"]
+tt = truth.select("item_id", "category", "colour", "pattern", "material", "style", "brand")
+caption = {r["item_id"]: f"{r['colour']} {r['pattern']}<br>{r['category'].split('/')[1]}" for r in tt.iter_rows(named=True)}
+with_image = np.flatnonzero(masks["image"].numpy())
+queries_img = np.random.default_rng(SEED).choice(with_image, N_GALLERY, replace=False)
+nn = rank_items(emb["image"][queries_img], emb["image"], masks["image"], k=9)  # includes itself first
+paths = cat.products.select("image").collect().get_column("image").to_list()
+tiles = [int(i) for row in nn for i in row]
+images = [viz.image_data_uri(cat.media_path(paths[i]), size=48) for i in tiles]
+captions = [("query: " if j % 9 == 0 else "") + caption[run.tensors.item_ids[i]] for j, i in enumerate(tiles)]
+viz.gallery_figure(images, captions, title="Query image + 8 nearest neighbours (image tower)", cols=9, size=70).show()
+
+# %% [markdown]
+# ## What does each tower capture?
+# A linear probe (seeded logistic regression, 70/30 split of products) predicts
+# each ground-truth attribute from each tower's embeddings. By construction the
+# image tower should know colour and pattern, the audio tower material, and the
+# text tower brand and style; category is shared by text and image.
+
+# %%
+spaces = {m: ([run.tensors.item_ids[i] for i in np.flatnonzero(masks[m].numpy())], emb[m][masks[m]].numpy()) for m in ("text", "image", "audio")}
+quality = viz.neighbourhood_quality(spaces, tt, seed=SEED)
+probes = quality.select("space", pl.col("^probe_.*$").round(2))
+print(probes)
+viz.probe_figure(quality).show()
+
+# %% tags=["NBVAL_CHECK_OUTPUT"]
+# NBVAL_CHECK_OUTPUT
+# The split of attributes across towers, as the ground truth intends (booleans: stable run to run).
+p = {r["space"]: r for r in probes.iter_rows(named=True)}
+print("image knows colour better than text and audio:", p["image"]["probe_colour"] > max(p["text"]["probe_colour"], p["audio"]["probe_colour"]))
+print("audio knows material better than image:", p["audio"]["probe_material"] > p["image"]["probe_material"])
+print("text knows brand better than image and audio:", p["text"]["probe_brand"] > max(p["image"]["probe_brand"], p["audio"]["probe_brand"]))
+
+# %% [markdown]
+# ## Embedding files
+# Every product's per-modality embeddings go to `<work>/embeddings/items.parquet`
+# (null where a product lacks a modality); until notebook 03 trains a fusion,
+# `fused` is the plain mean of the present modalities. The towers themselves are
+# in `<work>/encoders` (`workbench.encoders.load_encoder`).
+
+# %%
+encoder = load_encoder(Path(WORK_DIR) / "encoders", fusion=None)
+encoder.fusion = None  # notebook 03 writes the trained fusion; here: the plain mean
+out = embed_catalog(cat, encoder, Path(WORK_DIR) / "embeddings", tensors=run.tensors, progress=False)
+print(pl.read_parquet(out / "items.parquet").select("item_id", pl.col("^weight_.*$")).head(3))
+
+# %%
+metrics = {
+    "ndcg@10": {r["system"]: round(r["ndcg@10"], 4) for r in per_modality.iter_rows(named=True)},
+    "recall@10": {r["system"]: round(r["recall@10"], 4) for r in per_modality.iter_rows(named=True)},
+    "probe": {r["space"]: {k.removeprefix("probe_"): round(v, 4) for k, v in r.items() if k.startswith("probe_")} for r in probes.iter_rows(named=True)},
+    "final_loss": round(run.history[-1]["loss"], 4),
+    "epochs": len(run.history),
+    "n_test_queries": len(test_q),
+}
+write_json_atomic(report_dir / "metrics.json", metrics)
+print(json.dumps(metrics["ndcg@10"], sort_keys=True))

@@ -1,0 +1,121 @@
+"""Ready-made training runs for the notebooks: align the towers, then train a fusion.
+
+Both run `workbench.train.fit` (the one training loop) with the alignment task;
+this module only wires catalog tensors, the query split and the output folders:
+`<work>/encoders` (the trained towers, `load_encoder` reads it; epoch checkpoints
+under `<work>/encoders/checkpoints`), `<work>/fusion` (the chosen fusion) and
+`<work>/cache` (decoded media and the frozen text backbone's pooled outputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.catalog import Catalog, read_catalog
+from workbench.device import resolve_device
+from workbench.encoders.alignment import AlignmentConfig, AlignmentTask, positive_keys
+from workbench.encoders.data import (
+    CatalogTensors,
+    EmbeddingPairDataset,
+    MultimodalDataset,
+    prepare_catalog,
+    query_item_pairs,
+)
+from workbench.encoders.export import encode_items
+from workbench.encoders.fusion import Fusion, FusionConfig, FusionModel
+from workbench.encoders.image import train_transform
+from workbench.encoders.model import EncoderConfig, MultimodalEncoder, save_encoder
+from workbench.train import TrainConfig, fit
+
+
+@dataclass
+class TowerTraining:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=256, lr=1e-3))
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    test_fraction: float = 0.2  # share of queries held out (workbench.evaluate.splits)
+    split_seed: int = 0
+    checkpoints: bool = True  # epoch checkpoints under <work>/encoders/checkpoints (resumable)
+
+
+@dataclass
+class TowerRun:
+    model: MultimodalEncoder
+    tensors: CatalogTensors
+    history: list[dict[str, Any]]
+    train_pairs: np.ndarray  # (query index, item index, relevance) of training queries
+    test_pairs: np.ndarray
+    embeddings: dict[str, torch.Tensor]  # per-modality item embeddings + "query", on the CPU
+    encoder_dir: Path
+
+
+def train_towers(
+    catalog: Catalog | str | Path,
+    work_dir: str | Path,
+    config: TowerTraining | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    progress: bool = True,
+) -> TowerRun:
+    """Align the text, image and audio towers on a catalog and save them to `<work>/encoders`."""
+    config = config or TowerTraining()
+    cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
+    work = Path(work_dir)
+    torch.manual_seed(config.train.seed)  # tower initialisation is part of the run's seed
+    model = MultimodalEncoder(config.encoder)
+    device = resolve_device(config.train.device)
+    model.to(device)  # the frozen text backbone runs once, on the training device
+    text_tower = model.towers["text"] if "text" in model.towers else None
+    tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress)
+    split = dict(test_fraction=config.test_fraction, seed=config.split_seed)
+    train_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "train", **split)
+    test_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "test", **split)
+    image_tf = train_transform(config.encoder.image) if "image" in config.encoder.modalities else None
+    dataset = MultimodalDataset(tensors, config.encoder.modalities, train_pairs, image_transform=image_tf)
+    task = AlignmentTask(config.alignment, positive_keys(train_pairs[:, :2], tensors.n_items), tensors.n_items)
+    train_cfg = config.train
+    if config.checkpoints and train_cfg.out_dir is None:
+        train_cfg = replace(train_cfg, out_dir=str(work / "encoders" / "checkpoints"))
+    train_cfg = replace(train_cfg, progress=progress and train_cfg.progress)
+    result = fit(model, task, dataset, train_cfg, model_config=config.encoder.to_dict(), callbacks=callbacks)
+    model = result.model
+    save_encoder(model, work / "encoders", extra={"epochs": len(result.history), "catalog": str(cat.root)})
+    embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
+    return TowerRun(model.eval(), tensors, result.history, train_pairs, test_pairs, embeddings, work / "encoders")
+
+
+@dataclass
+class FusionTraining:
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=256, lr=3e-3))
+
+
+def train_fusion(
+    embeddings: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    train_pairs: np.ndarray,
+    config: FusionTraining,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    progress: bool = True,
+) -> tuple[Fusion, list[dict[str, Any]]]:
+    """Train one fusion on fixed tower outputs: training queries <-> fused relevant products."""
+    torch.manual_seed(config.train.seed)
+    modalities = [m for m in config.fusion.modalities if m in embeddings]
+    items = {m: embeddings[m] for m in modalities}
+    dataset = EmbeddingPairDataset(items, masks, embeddings["query"], train_pairs)
+    model = FusionModel(config.fusion)
+    n_items = len(next(iter(items.values())))
+    task = AlignmentTask(
+        AlignmentConfig(modalities=modalities, query_targets=("fused",)),
+        positive_keys(train_pairs[:, :2], n_items),
+        n_items,
+    )
+    train_cfg = replace(config.train, progress=progress and config.train.progress)
+    result = fit(model, task, dataset, train_cfg, model_config=config.fusion.to_dict(), callbacks=callbacks)
+    fusion = result.model.fusion.cpu().eval()
+    return fusion, result.history
