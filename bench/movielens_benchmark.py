@@ -44,15 +44,60 @@ def make(name: str, seed: int, args: argparse.Namespace):
     if name == "popularity":
         return PopularityRanker()
     if name == "bpr":
-        return BPRRanker(BPRConfig(dim=args.bpr_dim, l2=args.bpr_l2, train=TrainConfig(
-            epochs=args.bpr_epochs, batch_size=1024, lr=5e-3, warmup=0.0, grad_clip=None,
-            progress=False, seed=seed)))
-    return SequentialRanker(SequentialConfig(max_len=args.seq_len, dim=64, layers=2, dropout=0.2, train=TrainConfig(
-        epochs=args.seq_epochs, batch_size=128, lr=1e-3, progress=False, seed=seed)))
+        return BPRRanker(
+            BPRConfig(
+                dim=args.bpr_dim,
+                l2=args.bpr_l2,
+                train=TrainConfig(
+                    epochs=args.bpr_epochs,
+                    batch_size=1024,
+                    lr=5e-3,
+                    warmup=0.0,
+                    grad_clip=None,
+                    progress=False,
+                    seed=seed,
+                ),
+            )
+        )
+    return SequentialRanker(
+        SequentialConfig(
+            max_len=args.seq_len,
+            dim=64,
+            layers=2,
+            dropout=0.2,
+            train=TrainConfig(
+                epochs=args.seq_epochs, batch_size=128, lr=1e-3, progress=False, seed=seed
+            ),
+        )
+    )
+
+
+def cross_check(ranker, split, ours: dict[str, float]) -> None:
+    """Score our top-10 lists with Recommenders' own python_evaluation, when it is installed."""
+    try:
+        from recommenders.evaluation import python_evaluation as rec_eval
+    except ImportError:
+        return
+    from workbench.rankers.recommend import recommendations_frame
+
+    users = np.sort(split.test["user_id"].unique().to_numpy().astype(str))
+    recs = recommendations_frame(users, ranker.recommend(users, 10)).to_pandas()
+    recs["prediction"] = -recs["rank"].astype(float)  # their top-k re-sorts by prediction
+    recs = recs.drop(columns=["score", "rank"])
+    test = split.test.select("user_id", "item_id", "value").to_pandas()
+    kw = {"col_user": "user_id", "col_item": "item_id", "col_rating": "value",
+          "col_prediction": "prediction", "k": 10}
+    theirs = {"map": rec_eval.map(test, recs, **kw), "ndcg@10": rec_eval.ndcg_at_k(test, recs, **kw),
+              "precision@10": rec_eval.precision_at_k(test, recs, **kw),
+              "recall@10": rec_eval.recall_at_k(test, recs, **kw)}
+    worst = max(abs(theirs[c] - ours[c]) for c in COLUMNS)
+    print(f"  Recommenders' python_evaluation on the same lists: max |difference| {worst:.2e}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC)
     ap.add_argument("--models", nargs="+", default=["popularity", "bpr"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
@@ -81,19 +126,34 @@ def main() -> None:
             m = movielens_protocol_metrics(ranker, split.test)
             m["fit_s"] = time.perf_counter() - t0
             results[name].append(m)
-            print(f"seed {seed} {name:<11} " + "  ".join(f"{c} {m[c]:.4f}" for c in COLUMNS)
-                  + f"  ({m['fit_s']:.0f} s)", flush=True)
+            if seed == args.seeds[0]:
+                cross_check(ranker, split, m)
+            print(
+                f"seed {seed} {name:<11} "
+                + "  ".join(f"{c} {m[c]:.4f}" for c in COLUMNS)
+                + f"  ({m['fit_s']:.0f} s)",
+                flush=True,
+            )
     print(f"\n| ranker | seeds | {' | '.join(COLUMNS)} |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for name, runs in results.items():
-        cells = [f"{np.mean([r[c] for r in runs]):.4f} ± {np.std([r[c] for r in runs], ddof=1) if len(runs) > 1 else 0:.4f}"
-                 for c in COLUMNS]
+        cells = [
+            f"{np.mean([r[c] for r in runs]):.4f} ± {np.std([r[c] for r in runs], ddof=1) if len(runs) > 1 else 0:.4f}"
+            for c in COLUMNS
+        ]
         print(f"| ours: {name} | {len(runs)} | {' | '.join(cells)} |")
     for name, ref in RECOMMENDERS_ML100K.items():
-        print(f"| Recommenders README: {name} | - | {' | '.join(f'{ref[c]:.6f}' if c in ref else '-' for c in COLUMNS)} |")
+        print(
+            f"| Recommenders README: {name} | - | {' | '.join(f'{ref[c]:.6f}' if c in ref else '-' for c in COLUMNS)} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2, sort_keys=True))
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                indent=2,
+                sort_keys=True,
+            )
+        )
 
 
 if __name__ == "__main__":
