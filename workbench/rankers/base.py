@@ -121,9 +121,9 @@ class Ranker(ABC):
         if len(item_ids) == 0:
             raise CatalogError("items: empty item universe")
         self.item_ids = item_ids
-        self._item_index = {item: i for i, item in enumerate(item_ids.tolist())}
+        self._items_order = np.argsort(item_ids, kind="stable")  # vectorised id -> index lookups
+        self._items_sorted = item_ids[self._items_order]
         self.user_ids = np.sort(df["user_id"].unique().to_numpy().astype(str))
-        self._user_index = {u: i for i, u in enumerate(self.user_ids.tolist())}
         # Map ids with joins (vectorised), keeping the input row order.
         imap = pl.DataFrame({"item_id": item_ids, "_i": np.arange(len(item_ids), dtype=np.int64)})
         umap = pl.DataFrame({"user_id": self.user_ids, "_u": np.arange(len(self.user_ids), dtype=np.int64)})
@@ -175,26 +175,22 @@ class Ranker(ABC):
     def user_index(self, user_ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of `user_ids` in the training vocabulary and a cold mask (index 0 where cold)."""
         self._check_fitted()
-        idx = np.fromiter((self._user_index.get(str(u), -1) for u in user_ids), dtype=np.int64,
-                          count=len(user_ids))
-        cold = idx < 0
-        idx[cold] = 0
-        return idx, cold
+        idx, found = _lookup(self.user_ids, user_ids)  # user_ids (the vocabulary) is sorted
+        idx[~found] = 0
+        return idx, ~found
 
     def item_index(self, item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Indices into `item_ids`; an unknown item raises `CatalogError` naming it."""
         self._check_fitted()
-        flat = np.asarray(item_ids).reshape(-1)
-        out = np.empty(len(flat), dtype=np.int64)
-        for j, item in enumerate(flat.tolist()):
-            i = self._item_index.get(str(item))
-            if i is None:
-                raise CatalogError(
-                    f"item_id {item!r} is not in the ranker's item universe ({len(self.item_ids)} items); "
-                    "expected an item of the catalog it was fitted on"
-                )
-            out[j] = i
-        return out.reshape(np.asarray(item_ids).shape)
+        arr = np.asarray(item_ids)
+        sorted_idx, found = _lookup(self._items_sorted, arr.reshape(-1))
+        if not found.all():
+            item = arr.reshape(-1)[np.flatnonzero(~found)[0]]
+            raise CatalogError(
+                f"item_id {str(item)!r} is not in the ranker's item universe ({len(self.item_ids)} items); "
+                "expected an item of the catalog it was fitted on"
+            )
+        return self._items_order[sorted_idx].reshape(arr.shape)
 
     def _batch_scores(self, users: np.ndarray, cold: np.ndarray) -> torch.Tensor:
         """(b, n_items) float32 scores: model scores for warm users, popularity for cold ones."""
@@ -293,6 +289,15 @@ class Ranker(ABC):
         self._check_fitted()
         return {"ranker": self.name, "n_users": len(self.user_ids), "n_items": len(self.item_ids),
                 "n_train": int(len(self._train_users))}
+
+
+def _lookup(sorted_ids: np.ndarray, query: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of `query` in the sorted array `sorted_ids` and whether each was found."""
+    q = np.asarray(query).astype(str).reshape(-1)
+    if len(sorted_ids) == 0 or len(q) == 0:
+        return np.zeros(len(q), dtype=np.int64), np.zeros(len(q), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, q), len(sorted_ids) - 1).astype(np.int64)
+    return pos, sorted_ids[pos] == q
 
 
 def load_item_embeddings(path: str | Path, item_ids: Sequence[str] | np.ndarray,
