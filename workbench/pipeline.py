@@ -10,6 +10,10 @@ their outputs and any traceback, are written to ``reports/<run>/notebooks/``.
 Wall times per notebook go to ``reports/<run>/series.json`` (never into
 ``metrics.json``, which must stay byte-identical between runs).
 
+A catalog named by the caller is used as it is: notebooks declaring a
+``GENERATE_SYNTHETIC`` parameter (01) get ``False``; only the default
+synthetic catalog is (re)generated.
+
 The default run name is the catalog folder's name (``synthetic-ci`` for the
 default synthetic catalog), not a timestamp: ``metrics.json`` records it, and
 two runs of ``make demo`` must give the same bytes.
@@ -157,11 +161,16 @@ def run_series(
             bar.set_postfix_str(stem)
             out_path = executed / path.name
             start = time.perf_counter()
+            nb_params = dict(params)
+            # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
+            # not to: a catalog the user names must never be overwritten.
+            if "GENERATE_SYNTHETIC" in pm.inspect_notebook(str(path)):
+                nb_params["GENERATE_SYNTHETIC"] = catalog is None
             try:
                 pm.execute_notebook(
                     str(path),
                     str(out_path),
-                    parameters=params,
+                    parameters=nb_params,
                     kernel_name=kernel_name,
                     cwd=str(path.parent),
                     progress_bar={"desc": stem, "leave": False} if progress else False,

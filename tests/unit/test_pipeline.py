@@ -11,7 +11,7 @@ from workbench.errors import ConfigError, WorkbenchError
 from workbench.pipeline import run_series
 
 
-def _notebook(path, cells):
+def _notebook(path, cells, extra=""):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -19,7 +19,7 @@ def _notebook(path, cells):
         "language": "python",
     }
     params = nbformat.v4.new_code_cell(
-        'PROFILE = "ci"\nCATALOG_DIR = "x"\nWORK_DIR = "y"\nREPORT_DIR = "z"'
+        'PROFILE = "ci"\nCATALOG_DIR = "x"\nWORK_DIR = "y"\nREPORT_DIR = "z"' + extra
     )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# t"), params] + [
@@ -39,8 +39,10 @@ def series(tmp_path):
             "out = pathlib.Path(REPORT_DIR) / '01_first'\n"
             "out.mkdir(parents=True, exist_ok=True)\n"
             "(out / 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'work': WORK_DIR,"
-            " 'catalog': CATALOG_DIR, 'cwd': os.getcwd(), 'env': os.environ['WORKBENCH_PROFILE']}))"
+            " 'catalog': CATALOG_DIR, 'cwd': os.getcwd(), 'env': os.environ['WORKBENCH_PROFILE'],"
+            " 'generate': GENERATE_SYNTHETIC}))"
         ],
+        extra="\nGENERATE_SYNTHETIC = True",
     )
     _notebook(
         nbs / "02_second.ipynb",
@@ -72,6 +74,7 @@ def test_runs_in_order_with_parameters(series, tmp_path):
         "catalog": str(catalog.resolve()),
         "cwd": str(nbs),
         "env": "full",
+        "generate": False,  # a catalog the caller names is never regenerated
     }
     assert (reports / "r1" / "notebooks" / "01_first.ipynb").is_file()
     assert (reports / "r1" / "notebooks" / "02_second.ipynb").is_file()
