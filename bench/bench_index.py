@@ -115,9 +115,9 @@ def bench_scann(ids, x, q, k, exact, target, repeats):
         exact=exact,
         repeats=repeats,
         leaves_to_search=[
-            max(1, round(base.num_leaves * f)) for f in (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3)
+            max(1, round(base.num_leaves * f)) for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
         ],
-        reorder=[20, 50, 100, 200, 400],
+        reorder=[20, 50, 100, 200],
     )
     chosen = choose_setting(rows, target, k=k)
     gc.collect()
@@ -159,7 +159,7 @@ def bench_hnsw(x, q, k, exact, target, repeats, m, ef_construction):
     grown = rss_bytes() - before
     size = faiss.serialize_index(index).nbytes
     rows, best_row = [], None
-    for ef in (16, 32, 64, 128, 256, 512, 1024):
+    for ef in (10, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024):
         index.hnsw.efSearch = max(ef, k)
         best = np.inf
         for _ in range(repeats):

@@ -41,15 +41,31 @@ def import_umap():
     """`umap`, with numba's JIT results cached on disk under the project's cache."""
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
     import numba
+    import pynndescent.distances
+    import pynndescent.graph_utils
+    import pynndescent.pynndescent_
+    import pynndescent.rp_trees
+    import pynndescent.utils
     import umap
     import umap.layouts
     import umap.umap_
     import umap.utils
     from numba.core.caching import NullCache
 
-    # umap compiles these without cache=True; enabling it before first use makes
-    # the compiled code land in NUMBA_CACHE_DIR and be reused by later processes
-    for module in (umap.umap_, umap.layouts, umap.utils):
+    # umap (and pynndescent, for NN-descent above the exact-kNN size) compile these
+    # without cache=True; enabling it before first use makes the compiled code land
+    # in NUMBA_CACHE_DIR and be reused by later processes
+    modules = (
+        umap.umap_,
+        umap.layouts,
+        umap.utils,
+        pynndescent.pynndescent_,
+        pynndescent.utils,
+        pynndescent.distances,
+        pynndescent.rp_trees,
+        pynndescent.graph_utils,
+    )
+    for module in modules:
         for value in vars(module).values():
             if isinstance(value, numba.core.registry.CPUDispatcher) and isinstance(
                 value._cache, NullCache
