@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--bpr-dim", type=int, default=200)
     ap.add_argument("--bpr-l2", type=float, default=1e-2)
     ap.add_argument("--bpr-epochs", type=int, default=40)
+    ap.add_argument("--bpr-negatives", type=int, default=1, help="negatives per positive pair")
     ap.add_argument("--seq-len", type=int, default=50)
     ap.add_argument("--seq-epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
