@@ -122,7 +122,8 @@ def test_audio_tower_features(features):
     assert spec.shape[:3] == (1, 1, 16 if features == "logmel" else 10)
     as_int16 = (wave * 32767).round().to(torch.int16)
     with torch.no_grad():
-        assert torch.allclose(tower(as_int16), tower(wave), atol=1e-3)  # int16 is rescaled, not raw
+        # int16 is rescaled to [-1, 1], not fed raw (raw would change the log-mel by ~20 nats)
+        assert torch.nn.functional.cosine_similarity(tower(as_int16), tower(wave)).item() > 0.99
     with pytest.raises(ConfigError, match="'stft'"):
         AudioTowerConfig(features="stft")
 

@@ -20,6 +20,7 @@ from workbench.encoders import (
     make_fusion,
     save_fusion,
 )
+from workbench.encoders.data import collate_batch
 from workbench.errors import CheckpointError, ConfigError
 from workbench.train import TrainConfig, fit
 
@@ -145,6 +146,6 @@ def test_trained_weighted_mean_leans_on_the_informative_modality():
     ds = EmbeddingPairDataset(items, {m: torch.ones(n, dtype=torch.bool) for m in MODALITIES}, queries, pairs)
     model = FusionModel(FusionConfig(strategy="weighted_mean", d=D, modality_dropout=0.0))
     task = AlignmentTask(AlignmentConfig(query_targets=("fused",)))
-    fit(model, task, ds, TrainConfig(epochs=6, batch_size=32, lr=0.1, progress=False))
+    fit(model, task, ds, TrainConfig(epochs=6, batch_size=32, lr=0.1, progress=False), collate_fn=collate_batch)
     w = model.fusion.global_weights()
     assert w["image"] > 0.6 and w["image"] > 2 * max(w["text"], w["audio"])

@@ -28,6 +28,8 @@ class AudioTowerConfig:
     n_fft: int = 400  # 25 ms at 16 kHz
     hop_length: int = 160  # 10 ms
     channels: tuple[int, ...] = (32, 64, 128)
+    input_stats: bool = True  # the head also sees each band's mean and std over time (the
+    # average spectrum and its variation: partials and decay, learnt slowly by a small CNN)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -65,7 +67,7 @@ class AudioTower(nn.Module):
             layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
             c_in = c
         self.cnn = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, d)
+        self.head = nn.Linear(c_in + (2 * n_bins if config.input_stats else 0), d)
         self.n_bins = n_bins
 
     def featurize(self, waves: Tensor) -> Tensor:
@@ -79,6 +81,9 @@ class AudioTower(nn.Module):
         return spec.unsqueeze(1)  # (B, 1, bins, frames)
 
     def forward(self, waves: Tensor) -> Tensor:
-        x = self.cnn(self.norm(self.featurize(waves)))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        spec = self.norm(self.featurize(waves))
+        x = torch.flatten(F.adaptive_avg_pool2d(self.cnn(spec), 1), 1)
+        if self.config.input_stats:
+            bands = spec.squeeze(1)  # (B, bins, frames)
+            x = torch.cat([x, bands.mean(2).to(x.dtype), bands.std(2).to(x.dtype)], dim=1)
         return F.normalize(self.head(x).float(), dim=-1)

@@ -322,33 +322,49 @@ class MultimodalDataset(Dataset):
         return self.t.n_items
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        """A whole batch by tensor indexing (the DataLoader calls this with `collate_batch`)."""
         t = self.t
-        out: dict[str, Tensor] = {"item_idx": torch.tensor(i)}
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        out: dict[str, Tensor] = {"item_idx": idx}
         if "text" in self.modalities:
             for k, v in t.text.items():
-                out[f"text_{k}"] = v[i]
-            out["text_mask"] = t.text_mask[i]
+                out[f"text_{k}"] = v[idx]
+            out["text_mask"] = t.text_mask[idx]
         if "image" in self.modalities:
-            img = t.image[i]
-            if self.image_transform is not None and t.image_mask[i]:
-                img = self.image_transform(img)
+            img = t.image[idx]
+            if self.image_transform is not None:
+                # Per-sample random crops/flips (a batched v2 call would share one draw).
+                img = torch.stack([self.image_transform(x) for x in img])
             out["image"] = img
-            out["image_mask"] = t.image_mask[i]
+            out["image_mask"] = t.image_mask[idx]
         if "audio" in self.modalities:
-            out["audio"] = t.audio[i]
-            out["audio_mask"] = t.audio_mask[i]
+            out["audio"] = t.audio[idx]
+            out["audio_mask"] = t.audio_mask[idx]
         if self._query_keys and "text" in self.modalities:
-            cand = self.queries_of[i]
-            if cand is None:
-                q, present = 0, False
-            else:
-                # Graded relevance: a highly relevant query is drawn more often.
-                q, present = int(cand[0][torch.multinomial(cand[1], 1)]), True
+            qs, present = [], []
+            for i in idx.tolist():
+                cand = self.queries_of[i]
+                if cand is None:
+                    qs.append(-1)
+                    present.append(False)
+                else:
+                    # Graded relevance: a highly relevant query is drawn more often.
+                    qs.append(int(cand[0][torch.multinomial(cand[1], 1)]))
+                    present.append(True)
+            q = torch.tensor(qs)
             for k in self._query_keys:
-                out[f"query_{k}"] = t.query[k][q]
-            out["query_idx"] = torch.tensor(q if present else -1)
+                out[f"query_{k}"] = t.query[k][q.clamp(min=0)]
+            out["query_idx"] = q
             out["query_mask"] = torch.tensor(present)
         return out
+
+
+def collate_batch(batch):
+    """`collate_fn` for datasets whose `__getitems__` already returns a batched dict."""
+    return batch
 
 
 class EmbeddingPairDataset(Dataset):
@@ -372,8 +388,12 @@ class EmbeddingPairDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, k: int) -> dict[str, Tensor]:
-        q, i = self.pairs[k]
-        out = {"query": self.queries[q], "query_mask": torch.tensor(True), "query_idx": q, "item_idx": i}
+        return {key: v[0] for key, v in self.__getitems__([k]).items()}
+
+    def __getitems__(self, ks: Sequence[int]) -> dict[str, Tensor]:
+        pairs = self.pairs[torch.as_tensor(list(ks), dtype=torch.long)]
+        q, i = pairs[:, 0], pairs[:, 1]
+        out = {"query": self.queries[q], "query_mask": torch.ones(len(q), dtype=torch.bool), "query_idx": q, "item_idx": i}
         for m, e in self.items.items():
             out[m] = e[i]
             out[f"{m}_mask"] = self.masks[m][i]

@@ -30,6 +30,8 @@ class ImageTowerConfig:
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     stem_stride: int = 1  # 2 halves every feature map: ~4x cheaper, for CPU (ci) runs
     weights_path: str | None = None  # local safetensors (or weights_only torch) state dict
+    input_stats: bool = True  # the head also sees per-channel mean/std of the image (colour
+    # statistics, which a small CNN trained for a few epochs picks up slowly)
     augment: bool = True  # RandomResizedCrop + horizontal flip in training (no colour jitter:
     # colour is a product attribute the tower must keep)
 
@@ -126,7 +128,7 @@ class ImageTower(nn.Module):
         )
         if config.weights_path:
             self._load_pretrained(config.weights_path)
-        self.head = nn.Linear(self.backbone.out_features, d)
+        self.head = nn.Linear(self.backbone.out_features + (6 if config.input_stats else 0), d)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -141,7 +143,10 @@ class ImageTower(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         x = (images.float() - self.mean) / self.std
-        return F.normalize(self.head(self.backbone(x)).float(), dim=-1)
+        feats = self.backbone(x)
+        if self.config.input_stats:
+            feats = torch.cat([feats, x.mean((2, 3)).to(feats.dtype), x.std((2, 3)).to(feats.dtype)], dim=1)
+        return F.normalize(self.head(feats).float(), dim=-1)
 
 
 def train_transform(config: ImageTowerConfig):

@@ -24,6 +24,7 @@ from workbench.encoders.data import (
     CatalogTensors,
     EmbeddingPairDataset,
     MultimodalDataset,
+    collate_batch,
     prepare_catalog,
     query_item_pairs,
 )
@@ -82,7 +83,8 @@ def train_towers(
     if config.checkpoints and train_cfg.out_dir is None:
         train_cfg = replace(train_cfg, out_dir=str(work / "encoders" / "checkpoints"))
     train_cfg = replace(train_cfg, progress=progress and train_cfg.progress)
-    result = fit(model, task, dataset, train_cfg, model_config=config.encoder.to_dict(), callbacks=callbacks)
+    result = fit(model, task, dataset, train_cfg, model_config=config.encoder.to_dict(), callbacks=callbacks,
+                 collate_fn=collate_batch)
     model = result.model
     save_encoder(model, work / "encoders", extra={"epochs": len(result.history), "catalog": str(cat.root)})
     embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
@@ -116,6 +118,7 @@ def train_fusion(
         n_items,
     )
     train_cfg = replace(config.train, progress=progress and config.train.progress)
-    result = fit(model, task, dataset, train_cfg, model_config=config.fusion.to_dict(), callbacks=callbacks)
+    result = fit(model, task, dataset, train_cfg, model_config=config.fusion.to_dict(), callbacks=callbacks,
+                 collate_fn=collate_batch)
     fusion = result.model.fusion.cpu().eval()
     return fusion, result.history
