@@ -115,7 +115,8 @@ def bench_scann(ids, x, q, k, exact, target, repeats):
         exact=exact,
         repeats=repeats,
         leaves_to_search=[
-            max(1, round(base.num_leaves * f)) for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
+            max(1, round(base.num_leaves * f))
+            for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
         ],
         reorder=[20, 50, 100, 200],
     )

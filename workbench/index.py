@@ -404,6 +404,9 @@ def _build_scann(vectors: np.ndarray, cfg: IndexConfig):
         num_leaves_to_search=cfg.leaves_to_search,
         training_sample_size=min(cfg.training_sample_size or n, n),
         spherical=cfg.spherical,
+        # k-means++ initialisation: ScaNN's random initialisation re-seeds small
+        # partitions from an unseeded source, so builds differed run to run
+        random_init=False,
         min_partition_size=min(MIN_PARTITION_SIZE, max(1, n // max(cfg.num_leaves or 1, 1))),
     )
     builder = builder.score_ah(
