@@ -114,10 +114,14 @@ def bench_scann(ids, x, q, k, exact, target, repeats):
         config=base,
         exact=exact,
         repeats=repeats,
-        leaves_to_search=[
-            max(1, round(base.num_leaves * f))
-            for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
-        ],
+        # a geometric grid of leaves: fine at the low end, up to every leaf on small data
+        leaves_to_search=sorted(
+            {
+                max(1, round(base.num_leaves * f))
+                for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
+                + ((0.3, 0.6, 1.0) if base.num_leaves < 100 else ())
+            }
+        ),
         reorder=[20, 50, 100, 200],
     )
     chosen = choose_setting(rows, target, k=k)
