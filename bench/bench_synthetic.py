@@ -68,8 +68,14 @@ def run_generation(out: Path, config: dict) -> dict:
         raise SystemExit(f"generation failed with exit code {proc.returncode}: {config}")
     manifest = json.loads((out / "manifest.json").read_text())
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"wall_s": wall, "cpu_s": sum(cpu.values()), "peak_rss_gib": peak / GIB,
-            "counts": manifest["counts"], "media": manifest.get("media", {}), "disk_gib": size / GIB}
+    return {
+        "wall_s": wall,
+        "cpu_s": sum(cpu.values()),
+        "peak_rss_gib": peak / GIB,
+        "counts": manifest["counts"],
+        "media": manifest.get("media", {}),
+        "disk_gib": size / GIB,
+    }
 
 
 def png_peer(n: int = 300) -> tuple[float, float]:
@@ -85,7 +91,10 @@ def png_peer(n: int = 300) -> tuple[float, float]:
     )
 
     bank = noise_bank(0)
-    imgs = [render_image(item_rng(0, IMAGE_STREAM, i), i % 24, i % 10, i % 4, 64, bank) for i in range(n)]
+    imgs = [
+        render_image(item_rng(0, IMAGE_STREAM, i), i % 24, i % 10, i % 4, 64, bank)
+        for i in range(n)
+    ]
     t0 = time.process_time()
     for im in imgs:
         png_bytes(im)
@@ -97,8 +106,10 @@ def png_peer(n: int = 300) -> tuple[float, float]:
 
 
 def show(label: str, r: dict, budget_s: float | None) -> None:
-    line = (f"{label:<34} wall {r['wall_s']:7.1f} s   cpu {r['cpu_s']:7.1f} s   "
-            f"peak RSS {r['peak_rss_gib']:5.2f} GiB (budget 2.00)   disk {r['disk_gib']:.2f} GiB")
+    line = (
+        f"{label:<34} wall {r['wall_s']:7.1f} s   cpu {r['cpu_s']:7.1f} s   "
+        f"peak RSS {r['peak_rss_gib']:5.2f} GiB (budget 2.00)   disk {r['disk_gib']:.2f} GiB"
+    )
     if budget_s:
         line += f"   wall/budget {r['wall_s'] / budget_s:.2f}"
     print(line, flush=True)
@@ -106,16 +117,22 @@ def show(label: str, r: dict, budget_s: float | None) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", choices=["media", "tables"], default=None)
     ap.add_argument("--items", type=int, default=100_000, help="products in the media run")
-    ap.add_argument("--table-items", type=int, default=1_000_000, help="products in the tables-only run")
+    ap.add_argument(
+        "--table-items", type=int, default=1_000_000, help="products in the tables-only run"
+    )
     ap.add_argument("--users-per-item", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="bench_synthetic_"))
-    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine: times are noisy)")
+    print(
+        f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine: times are noisy)"
+    )
     try:
         if args.only in (None, "media"):
             n = args.items
@@ -128,16 +145,24 @@ def main() -> None:
             one = run_generation(scratch / "one", {**small, "workers": 1})
             show(f"peer: {n // 10:,} with media, default workers", par, None)
             show(f"peer: {n // 10:,} with media, workers=1", one, None)
-            print(f"{'':<34} speed-up of default workers over 1: {one['wall_s'] / par['wall_s']:.2f}x")
+            print(
+                f"{'':<34} speed-up of default workers over 1: {one['wall_s'] / par['wall_s']:.2f}x"
+            )
             shutil.rmtree(scratch / "par")
             shutil.rmtree(scratch / "one")
             ours, pil = png_peer()
-            print(f"peer: PNG encoding, ours {ours * 1e3 / 300:.2f} ms/image vs PIL {pil * 1e3 / 300:.2f} "
-                  f"ms/image: ratio PIL/ours {pil / ours:.2f}x")
+            print(
+                f"peer: PNG encoding, ours {ours * 1e3 / 300:.2f} ms/image vs PIL {pil * 1e3 / 300:.2f} "
+                f"ms/image: ratio PIL/ours {pil / ours:.2f}x"
+            )
         if args.only in (None, "tables"):
             n = args.table_items
-            cfg = {"n_items": n, "n_users": int(n * args.users_per_item), "with_media": False,
-                   "workers": args.workers}
+            cfg = {
+                "n_items": n,
+                "n_users": int(n * args.users_per_item),
+                "with_media": False,
+                "workers": args.workers,
+            }
             r = run_generation(scratch / "tables", cfg)
             show(f"{n:,} products, tables only", r, None)
     finally:
