@@ -48,6 +48,7 @@ def make(name: str, seed: int, args: argparse.Namespace):
             BPRConfig(
                 dim=args.bpr_dim,
                 l2=args.bpr_l2,
+                n_negatives=args.bpr_negatives,
                 train=TrainConfig(
                     epochs=args.bpr_epochs,
                     batch_size=1024,
