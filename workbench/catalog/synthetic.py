@@ -635,7 +635,8 @@ class _Sampler:
         cum = np.cumsum(w)
         before = np.where(self.cell_start > 0, cum[np.maximum(self.cell_start - 1, 0)], 0.0)
         within = (cum - before[sc]) / z[sc]
-        within = np.where(np.arange(sc.size) == self.cell_end[sc] - 1, 1.0, within)
+        # clamp: rounding may push a fraction a hair past 1, which would break monotonicity
+        within = np.where(np.arange(sc.size) == self.cell_end[sc] - 1, 1.0, np.minimum(within, 1.0))
         self.item_cdf = sc + within  # monotone: cell index + fraction within the cell
         cells = np.arange(N_CELLS)
         rest = cells
