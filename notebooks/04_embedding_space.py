@@ -54,6 +54,7 @@ from workbench.index import read_item_embeddings
 
 pl.Config.set_tbl_rows(12)
 pl.Config.set_tbl_cols(12)
+pl.Config.set_tbl_width_chars(160)
 report_dir = Path(REPORT_DIR) / "04_embedding_space"
 report_dir.mkdir(parents=True, exist_ok=True)
 emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
