@@ -176,13 +176,13 @@ class _PixelCNN(nn.Module):
 def _align(
     text: np.ndarray,
     image: np.ndarray,
-    image_module: nn.Module,
+    make_image_module,
     cfg: BenchConfig,
     epochs: int,
     lr: float,
 ) -> _Aligner:
-    torch.manual_seed(cfg.seed)
-    model = _Aligner(text.shape[1], image_module, cfg.align_d)
+    torch.manual_seed(cfg.seed)  # before building any module: the initialisation is part of the seed
+    model = _Aligner(text.shape[1], make_image_module(), cfg.align_d)
     train = TrainConfig(
         epochs=epochs,
         batch_size=256,
@@ -267,7 +267,7 @@ def fashion_results(cfg: BenchConfig) -> dict:
     pre = _align(
         title_f,
         eff.astype(np.float32),
-        nn.Linear(eff.shape[1], cfg.align_d),
+        lambda: nn.Linear(eff.shape[1], cfg.align_d),
         cfg,
         cfg.align_epochs,
         3e-3,
@@ -318,7 +318,7 @@ def fashion_results(cfg: BenchConfig) -> dict:
     scratch = _align(
         title_f,
         img64,
-        _PixelCNN(cfg.align_d, cfg.scratch_size, cfg.scratch_width),
+        lambda: _PixelCNN(cfg.align_d, cfg.scratch_size, cfg.scratch_width),
         cfg,
         epochs,
         2e-3,
