@@ -125,7 +125,6 @@ def run_series(
     notebooks after it are not run.
     """
     import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
 
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
@@ -153,40 +152,50 @@ def run_series(
         "WORK_DIR": str(work),
         "REPORT_DIR": str(run_dir),
     }
-    walls: dict[str, float] = {}
-    bar = tqdm(paths, desc=f"workbench run {run_name}", unit="notebook", disable=not progress)
-    with _env(WORKBENCH_PROFILE=profile):
-        for path in bar:
-            stem = path.stem
-            bar.set_postfix_str(stem)
-            out_path = executed / path.name
-            start = time.perf_counter()
-            nb_params = dict(params)
-            # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
-            # not to: a catalog the user names must never be overwritten.
-            if "GENERATE_SYNTHETIC" in pm.inspect_notebook(str(path)):
-                nb_params["GENERATE_SYNTHETIC"] = catalog is None
-            try:
-                pm.execute_notebook(
-                    str(path),
-                    str(out_path),
-                    parameters=nb_params,
-                    kernel_name=kernel_name,
-                    cwd=str(path.parent),
-                    progress_bar={"desc": stem, "leave": False} if progress else False,
-                    log_output=False,
-                )
-            except PapermillExecutionError as exc:
-                raise _failure(stem, out_path, exc) from exc
-            except Exception as exc:  # kernel died, bad notebook JSON, missing kernel...
-                raise _failure(stem, out_path, exc) from exc
-            walls[stem] = time.perf_counter() - start
     from workbench.report import write_json
 
-    write_json(
-        run_dir / "series.json",
-        {"profile": profile, "notebooks": walls, "total_s": sum(walls.values())},
-        digits=2,
-    )
+    walls: dict[str, float] = {}
+    status: dict[str, str] = {}
+    bar = tqdm(paths, desc=f"workbench run {run_name}", unit="notebook", disable=not progress)
+    try:
+        with _env(WORKBENCH_PROFILE=profile):
+            for path in bar:
+                stem = path.stem
+                bar.set_postfix_str(stem)
+                out_path = executed / path.name
+                nb_params = dict(params)
+                # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
+                # not to: a catalog the user names must never be overwritten.
+                if "GENERATE_SYNTHETIC" in pm.inspect_notebook(str(path)):
+                    nb_params["GENERATE_SYNTHETIC"] = catalog is None
+                start = time.perf_counter()
+                status[stem] = "failed"
+                try:
+                    pm.execute_notebook(
+                        str(path),
+                        str(out_path),
+                        parameters=nb_params,
+                        kernel_name=kernel_name,
+                        cwd=str(path.parent),
+                        progress_bar={"desc": stem, "leave": False} if progress else False,
+                        log_output=False,
+                    )
+                except Exception as exc:  # a failing cell, a dead kernel, bad notebook JSON...
+                    raise _failure(stem, out_path, exc) from exc
+                finally:
+                    walls[stem] = time.perf_counter() - start
+                status[stem] = "ok"
+    finally:
+        # Wall times (also of a failed run) beside the report, never in metrics.json.
+        write_json(
+            run_dir / "series.json",
+            {
+                "profile": profile,
+                "notebooks": walls,
+                "status": status,
+                "total_s": sum(walls.values()),
+            },
+            digits=2,
+        )
     index = run_dir / "index.html"
     return index if index.is_file() else run_dir

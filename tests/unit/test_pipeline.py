@@ -99,6 +99,8 @@ def test_failure_names_notebook_and_cell(series):
     assert "raise ValueError" in msg  # the cell's source
     assert str(reports / "r2" / "notebooks" / "03_broken.ipynb") in msg
     assert not (reports / "r2" / "notebooks" / "02_second.ipynb").exists()  # stopped there
+    timing = json.loads((reports / "r2" / "series.json").read_text())
+    assert timing["status"] == {"01_first": "ok", "03_broken": "failed"}
 
 
 def test_bad_arguments(series):
