@@ -779,7 +779,8 @@ def search_vectors(
     """Search and explain: one row per (query, rank) with the item's fusion weights.
 
     Columns: query, rank (1-based), item_id, score, weight_<modality>... and
-    `leading_modality` (the modality with the largest fusion weight for that item).
+    `leading_modality` (the modality with the largest fusion weight for that item;
+    tied modalities joined by "+").
     """
     q = _to_numpy(query_vectors)
     if q.ndim == 1:
@@ -802,10 +803,15 @@ def search_vectors(
     out = hits.join(info, on="item_id", how="left", maintain_order="left")
     if weights:
         # the modality whose weight is largest for that item explains the match
+        # (ties, e.g. a plain mean over two modalities, name every tied modality: "text+image")
         w = out.select(weights).fill_null(-1.0).to_numpy()
-        names = np.asarray([c.removeprefix("weight_") for c in weights], dtype=object)
-        lead = np.where(w.max(axis=1) >= 0, names[w.argmax(axis=1)], None)
-        out = out.with_columns(pl.Series("leading_modality", lead.tolist(), dtype=pl.Utf8))
+        names = [c.removeprefix("weight_") for c in weights]
+        top = w.max(axis=1, keepdims=True)
+        lead = [
+            "+".join(n for n, hit in zip(names, row, strict=True) if hit) if best >= 0 else None
+            for row, best in zip(np.isclose(w, top, atol=1e-3), top[:, 0], strict=True)
+        ]
+        out = out.with_columns(pl.Series("leading_modality", lead, dtype=pl.Utf8))
     return out
 
 

@@ -316,7 +316,7 @@ def test_cross_modal_queries_on_tiny_catalog(tmp_path):
             "image": [eye[0].tolist(), None, eye[2].tolist(), None],
             "audio": [None, eye[1].tolist(), None, None],
             "fused": [(eye[i] + 0.1 * eye[(i + 1) % 4]).tolist() for i in range(4)],
-            "weight_text": [0.2, 0.3, 0.5, 1.0],
+            "weight_text": [0.2, 0.3, 0.5, 1.0],  # the rug's weights tie
             "weight_image": [0.8, None, 0.5, None],
             "weight_audio": [None, 0.7, None, None],
         },
@@ -337,6 +337,7 @@ def test_cross_modal_queries_on_tiny_catalog(tmp_path):
 
     img = search_by_image(enc, index, tmp_path / "rug_photo.jpg", k=1)
     assert img["item_id"].to_list() == ["rug"] and img["query"].to_list() == ["rug_photo.jpg"]
+    assert img["leading_modality"].to_list() == ["text+image"]
     aud = search_by_audio(enc, index, [tmp_path / "knock.wav"], k=1)
     assert aud.row(0, named=True)["item_id"] == "table"
     assert aud.row(0, named=True)["leading_modality"] == "audio"
