@@ -225,7 +225,10 @@ def test_latency_and_explanations():
     exp = explanation_weights(np.array([[0, 7], [1, -1]]), weights)
     assert exp["mean_weight_text"] == pytest.approx(0.7)
     assert exp["mean_weight_image"] == pytest.approx(0.2)
-    assert exp["lead_text"] == 1.0
+    assert exp["lead_text"] == 1.0 and exp["lead_tie"] == 0.0
+    even = pl.DataFrame({"item_id": ITEMS, "weight_text": [0.5] * 8, "weight_image": [0.5] * 8})
+    tie = explanation_weights(np.array([[0, 1]]), even)
+    assert (tie["lead_text"], tie["lead_image"], tie["lead_tie"]) == (0.0, 0.0, 1.0)
 
 
 def test_system_run_headline_sections_and_figures():

@@ -368,9 +368,14 @@ def explanation_weights(ranked: np.ndarray, weights: pl.DataFrame | None) -> dic
         return {}
     sel = w[listed]
     out = {f"mean_{c}": float(sel[:, j].mean()) for j, c in enumerate(cols)}
-    lead = sel.argmax(axis=1)
+    # An item leads with a modality only when that weight is strictly the largest:
+    # equal weights (mean fusion) are a tie, not a win for the first column.
+    top = sel.max(axis=1, keepdims=True)
+    unique = (np.abs(sel - top) <= 1e-6).sum(axis=1) == 1
+    lead = np.where(unique, sel.argmax(axis=1), -1)
     for j, c in enumerate(cols):
         out[f"lead_{c.removeprefix('weight_')}"] = float(np.mean(lead == j))
+    out["lead_tie"] = float(np.mean(lead < 0))
     return out
 
 
