@@ -37,9 +37,9 @@ CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
 WORK_DIR = "../data/work/synthetic-" + PROFILE
 REPORT_DIR = "../reports"
 SEED = 0
-EPOCHS = {"ci": 5, "full": 30}[PROFILE]
+EPOCHS = {"ci": 8, "full": 30}[PROFILE]
 BATCH_SIZE = {"ci": 128, "full": 256}[PROFILE]
-LR = {"ci": 3e-3, "full": 1e-3}[PROFILE]
+LR = {"ci": 5e-3, "full": 1e-3}[PROFILE]
 N_GALLERY = 3  # query products shown with their 8 nearest neighbours
 
 # %%
