@@ -373,3 +373,17 @@ def test_scann_builds_are_deterministic(data):
     second = build_index(ids[:1200], x[:1200], cfg).search_indices(q, 10)
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_build_work_index_saves_a_loadable_index(tmp_path, data):
+    from workbench.index import IndexJob, build_work_index
+
+    ids, x, q = data
+    (tmp_path / "embeddings").mkdir()
+    pl.DataFrame(
+        {"item_id": ids[:500], "fused": x[:500].tolist(), "weight_text": [1.0] * 500}
+    ).write_parquet(tmp_path / "embeddings" / "items.parquet")
+    out = build_work_index(IndexJob(work_dir=str(tmp_path)))
+    assert out == tmp_path / "index"
+    loaded = load_index(out, expected_vectors=x[:500].astype(np.float32))
+    assert loaded.kind == "exact" and loaded.items["weight_text"].to_list() == [1.0] * 500
