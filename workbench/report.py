@@ -87,6 +87,7 @@ __all__ = [
     "figures_from_results",
     "modality_figure",
     "render_value",
+    "split_timings",
     "interval_table",
     "to_jsonable",
     "write_json",
@@ -254,6 +255,42 @@ def extract_plotly_figures(page: str) -> list[tuple[str, str]]:
             out.append((m.group(1), fragment))
         pos = end
     return out
+
+
+_TIMING_KEY = re.compile(
+    r"(^|_)(qps|seconds|secs|wall|time|times|timing|timings|latency|throughput)($|_)"
+    r"|_(s|ms|us)$|per_s(ec)?$|_per_second$",
+    re.I,
+)
+
+
+def split_timings(obj: Any, names: frozenset[str] = frozenset()) -> tuple[Any, Any]:
+    """(obj without timing entries, the timing entries) for nested metrics dicts and lists.
+
+    A key is a timing when its name says so (``qps``, ``*_s``, ``*_ms``,
+    ``*per_s``, ``seconds``, ``latency``, ``time``..., e.g. ``exact_qps``,
+    ``build_s``, ``samples_per_s``) or when a ``timing_keys`` list next to it
+    names it (notebook 06 writes one).
+    """
+    if isinstance(obj, list):
+        pairs = [split_timings(v, names) for v in obj]
+        moved = [m for _, m in pairs]
+        return [k for k, _ in pairs], (moved if any(moved) else {})
+    if not isinstance(obj, Mapping):
+        return obj, {}
+    listed = obj.get("timing_keys")
+    if isinstance(listed, list):
+        names = names | {str(n) for n in listed}
+    kept, moved = {}, {}
+    for key, value in obj.items():
+        if key in names or _TIMING_KEY.search(str(key)):
+            moved[key] = value
+            continue
+        sub_kept, sub_moved = split_timings(value, names)
+        kept[key] = sub_kept
+        if sub_moved:
+            moved[key] = sub_moved
+    return kept, moved
 
 
 def collect_stage_outputs(
@@ -447,6 +484,14 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     run_name = run_name or out.name
     stages = collect_stage_outputs(source_dir if source_dir is not None else out)
+    # Timings the earlier notebooks put in their metrics (queries/s, seconds) vary
+    # run to run: they move to timings.json so metrics.json stays byte-identical.
+    notebook_timings = {}
+    for stem, entry in stages.items():
+        if entry["metrics"] is not None:
+            entry["metrics"], moved = split_timings(entry["metrics"])
+            if moved:
+                notebook_timings[stem] = moved
     fingerprint = data_fingerprint(catalog_dir)
     env = environment()
     metrics_doc = {
@@ -457,7 +502,10 @@ def write_report(
         "notebooks": {stem: entry["metrics"] for stem, entry in sorted(stages.items())},
     }
     write_json(out / "metrics.json", metrics_doc, digits)
-    write_json(out / "timings.json", timings or {}, digits)
+    all_timings = dict(timings or {})
+    if notebook_timings:
+        all_timings["notebooks"] = notebook_timings
+    write_json(out / "timings.json", all_timings, digits)
     write_json(out / "environment.json", env, digits)
 
     used_ids: set[str] = set()
@@ -514,11 +562,11 @@ def write_report(
         "Data fingerprint", render_value(fingerprint) if fingerprint else "<p>no catalog given</p>"
     )
     section("Environment", render_value(env))
-    if timings:
+    if all_timings:
         section(
             "Timings on this machine (not in metrics.json)",
             "<p class='muted'>These vary run to run and machine to machine.</p>"
-            + render_value(to_jsonable(timings, 3)),
+            + render_value(to_jsonable(all_timings, 3)),
         )
 
     page = f"""<!DOCTYPE html>

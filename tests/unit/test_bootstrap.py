@@ -75,6 +75,19 @@ def test_paired_comparison_no_difference():
     assert res.summary().startswith("no clear difference")
 
 
+def test_no_verdict_when_interval_and_test_disagree():
+    from workbench.evaluate.bootstrap import PairedResult
+
+    res = PairedResult(
+        "ndcg@10", "A", "B", 0.1, 0.2, 0.1, 0.01, 0.2, 0.08, 50, 0.95, "randomization"
+    )
+    assert res.summary().startswith("no clear difference")  # CI excludes 0 but p = 0.08
+    sig = PairedResult(
+        "ndcg@10", "A", "B", 0.1, 0.2, 0.1, 0.01, 0.2, 0.01, 50, 0.95, "randomization"
+    )
+    assert sig.summary().startswith("B beats A on ndcg@10 by 0.100")
+
+
 def test_randomization_p_value_exact_on_tiny_sample():
     # d = (1, 1, 1): of the 8 sign patterns, 2 reach |mean| >= 1, so p -> 0.25.
     res = paired_comparison(np.zeros(3), np.ones(3), n_resamples=20000, seed=0)

@@ -189,3 +189,31 @@ def test_pulled_figure_ids_renamed_in_one_pass():
         '<div id="a-2" class="plotly-graph-div"></div><script>Plotly.newPlot("a-2");'
         "var gd=document.getElementById('a-2');img.id='a-2-thumbnail';x='ab'</script>"
     )
+
+
+def test_timings_of_earlier_notebooks_move_to_timings_json(tmp_path):
+    from workbench.report import split_timings
+
+    metrics = {
+        "exact_qps": 123.4,
+        "k": 10,
+        "sweep": [{"qps": 5.0, "recall@10": 0.9}, {"build_s": 0.1, "recall@10": 0.95}],
+        "train": {"samples_per_s": 9.0, "final_loss": 0.3},
+        "timing_keys": ["chosen"],
+        "chosen": {"num_leaves": 20},
+    }
+    kept, moved = split_timings(metrics)
+    assert kept == {
+        "k": 10,
+        "sweep": [{"recall@10": 0.9}, {"recall@10": 0.95}],
+        "train": {"final_loss": 0.3},
+    }
+    assert moved["exact_qps"] == 123.4 and moved["sweep"] == [{"qps": 5.0}, {"build_s": 0.1}]
+    assert moved["chosen"] == {"num_leaves": 20}  # named by timing_keys
+    nb = tmp_path / "06_scann_index"
+    nb.mkdir()
+    (nb / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path, results={})
+    assert "qps" not in (tmp_path / "metrics.json").read_text()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["notebooks"]["06_scann_index"]["exact_qps"] == 123.4

@@ -63,6 +63,7 @@ class PairedResult:
 
     def summary(self, digits: int = 3) -> str:
         """One sentence for a report, e.g. "B beats A on ndcg@10 by 0.031 (95% CI …)"."""
+
         def f(x: float, sign: str = "") -> str:
             # round first and add 0.0 so that -0.0001 prints as 0.000, not -0.000
             return f"{round(x, digits) + 0.0:{sign}.{digits}f}"
@@ -70,14 +71,12 @@ class PairedResult:
         pct = f"{self.confidence * 100:g}%"
         ci = f"{pct} CI {f(self.low)} to {f(self.high)}"
         tail = f"({ci}, p={self.p_value:.{max(digits, 3)}f}, n={self.n} queries, {self.method})"
-        if self.low > 0:
-            verdict = (
-                f"{self.name_b} beats {self.name_a} on {self.metric} by {f(self.diff)}"
-            )
-        elif self.high < 0:
-            verdict = (
-                f"{self.name_a} beats {self.name_b} on {self.metric} by {f(-self.diff)}"
-            )
+        # A verdict needs both: the interval excludes 0 and the test rejects at 1 - confidence.
+        significant = self.p_value < 1 - self.confidence
+        if significant and self.low > 0:
+            verdict = f"{self.name_b} beats {self.name_a} on {self.metric} by {f(self.diff)}"
+        elif significant and self.high < 0:
+            verdict = f"{self.name_a} beats {self.name_b} on {self.metric} by {f(-self.diff)}"
         else:
             verdict = (
                 f"no clear difference between {self.name_b} and {self.name_a} on {self.metric}: "
