@@ -112,10 +112,26 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
     metrics = run_recommend(
         RecommendConfig(
-            catalog=args.catalog, model=args.model, split=args.split, seed=args.seed, k=args.k, out=args.out
+            catalog=args.catalog,
+            model=args.model,
+            split=args.split,
+            seed=args.seed,
+            k=args.k,
+            out=args.out,
+            embeddings=args.embeddings,
+            epochs=args.epochs,
+            device=args.device,
+            ratio=args.ratio,
         )
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from workbench.index import IndexJob, build_work_index
+
+    print(build_work_index(IndexJob(work_dir=args.work, column=args.column, out_dir=args.out)))
     return 0
 
 
@@ -171,10 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--catalog", required=True)
     rec.add_argument("--model", choices=["popularity", "bpr", "sequential"], default="bpr")
     rec.add_argument("--split", choices=["stratified", "leave_last", "temporal"], default="stratified")
-    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--seed", type=int, default=42, help="split and training seed (42: Recommenders' protocol)")
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--out", required=True)
+    rec.add_argument("--embeddings", default=None, help="items.parquet with a `fused` column (optional)")
+    rec.add_argument("--epochs", type=int, default=None, help="override the model's default epochs")
+    rec.add_argument("--device", default="auto")
+    rec.add_argument("--ratio", type=float, default=0.75, help="train share per user (stratified split)")
     rec.set_defaults(func=_cmd_recommend)
+
+    index = sub.add_parser("index", help="build and save a ScaNN/exact index over a work folder's embeddings")
+    index.add_argument("--work", required=True, help="work folder holding embeddings/items.parquet")
+    index.add_argument("--column", default="fused", help="embedding column (fused, text, image, audio)")
+    index.add_argument("--out", default=None, help="index folder (default: <work>/index)")
+    index.set_defaults(func=_cmd_index)
 
     run = sub.add_parser("run", help="execute notebooks 01-07 in order and write the report")
     run.add_argument("--profile", choices=["ci", "full"], default="ci")
