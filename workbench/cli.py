@@ -62,6 +62,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         image_size=args.image_size,
         with_media=not args.no_media,
+        workers=args.workers,
         **({"n_queries": args.queries} if args.queries is not None else {}),
     )
     out = generate_synthetic(args.out, config, overwrite=args.overwrite, progress=not args.quiet)
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--no-media", action="store_true", help="tables only (for very large catalogs)")
+    synth.add_argument("--workers", type=int, default=None, help="media processes (default: one per CPU)")
     synth.add_argument("--out", required=True)
     synth.add_argument("--overwrite", action="store_true")
     synth.add_argument("--quiet", action="store_true")
