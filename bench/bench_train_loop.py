@@ -40,24 +40,32 @@ class CETask:
 
 def make_model(width: int) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
-                         nn.Linear(width, 16))
+    return nn.Sequential(
+        nn.Linear(64, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 16)
+    )
 
 
 def bare_loop(model, x, y, device, epochs, batch_size, num_workers) -> float:
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     dtype = autocast_dtype(device)
-    loader = DataLoader(DictData(x, y), batch_size=batch_size, shuffle=True,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=num_workers > 0)
+    loader = DataLoader(
+        DictData(x, y),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
     n = 0
     t0 = time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
             xb = batch["x"].to(device, non_blocking=True)
             yb = batch["y"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with torch.autocast(
+                device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+            ):
                 loss = nn.functional.cross_entropy(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -86,18 +94,47 @@ def main() -> None:
     bare_loop(make_model(args.width), x[:2048], y[:2048], device, 1, args.batch_size, 0)  # warm-up
     rows = []
     for rep in range(2):  # alternate to share the noise of the shared machine
-        bare = bare_loop(make_model(args.width), x, y, device, args.epochs, args.batch_size,
-                         args.num_workers)
-        res = fit(make_model(args.width), CETask(), DictData(x, y),
-                  TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=str(device),
-                              progress=False, num_workers=args.num_workers))
+        bare = bare_loop(
+            make_model(args.width), x, y, device, args.epochs, args.batch_size, args.num_workers
+        )
+        res = fit(
+            make_model(args.width),
+            CETask(),
+            DictData(x, y),
+            TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                device=str(device),
+                progress=False,
+                num_workers=args.num_workers,
+            ),
+        )
         ours = sum(r["samples_per_s"] * r["wall_s"] for r in res.history) / sum(
-            r["wall_s"] for r in res.history)
+            r["wall_s"] for r in res.history
+        )
         wait = sum(r["data_wait_s"] for r in res.history) / sum(r["wall_s"] for r in res.history)
-        rows.append({"rep": rep, "bare_samples_per_s": round(bare), "fit_samples_per_s": round(ours),
-                     "ratio_fit_over_bare": round(ours / bare, 3), "fit_data_wait_frac": round(wait, 3)})
-    print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "n": args.n,
-                      "width": args.width, "batch_size": args.batch_size, "rows": rows}, indent=1))
+        rows.append(
+            {
+                "rep": rep,
+                "bare_samples_per_s": round(bare),
+                "fit_samples_per_s": round(ours),
+                "ratio_fit_over_bare": round(ours / bare, 3),
+                "fit_data_wait_frac": round(wait, 3),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "n": args.n,
+                "width": args.width,
+                "batch_size": args.batch_size,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":
