@@ -9,12 +9,15 @@ PROFILE ?= ci
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test unit notebooks lint lab browser-deps bench clean
+.PHONY: install demo test unit notebooks execute-notebooks lint lab browser-deps bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# Test-only peer for the metric cross-checks; its own pins (transformers<5, …) clash with
+	# ours, and only recommenders.evaluation.python_evaluation (numpy, pandas) is used.
+	$(BIN)/python -m pip install --quiet --no-deps recommenders==1.2.1
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +38,15 @@ unit: $(STAMP)
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 notebooks: $(STAMP)
 	cd notebooks && WORKBENCH_PROFILE=ci ../$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax $(notdir $(NOTEBOOKS))
+
+## Re-execute every notebook in place from its py:percent twin (ci profile), in series order,
+## after a change to the code they call; commit the .py and the executed .ipynb together.
+execute-notebooks: $(STAMP)
+	cd notebooks && for py in $(sort $(wildcard notebooks/0*.py)); do \
+	  nb=$$(basename $$py .py).ipynb; \
+	  ../$(BIN)/jupytext --quiet --to ipynb $$(basename $$py) && \
+	  WORKBENCH_PROFILE=ci ../$(BIN)/papermill --no-progress-bar $$nb $$nb -k python3 || exit 1; \
+	done
 
 ## Debian's chromium for the report's browser check; skipped (tests then skip with a reason) when it cannot be installed.
 browser-deps:
