@@ -106,7 +106,7 @@ def most_popular(cat: Catalog, k: int = 10) -> pl.DataFrame:
         .len("interactions")
         .sort(["interactions", "item_id"], descending=[True, False])
         .head(k)
-        .join(cat.products.select("item_id", "title", "category"), on="item_id", how="left")
+        .join(cat.products.select("item_id", "title", "category"), on="item_id", how="left", maintain_order="left")
         .collect()
     )
 
