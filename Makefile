@@ -36,7 +36,13 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+# 02b trains on real speech from ../shared/data/fsdd, which is never copied into the project.
+ifeq ($(wildcard ../shared/data/fsdd/recordings),)
+NOTEBOOKS := $(filter-out notebooks/02b_audio_real.ipynb,$(NOTEBOOKS))
+SKIPPED_NOTE := echo "skipping notebooks/02b_audio_real.ipynb: ../shared/data/fsdd is absent";
+endif
 notebooks: $(STAMP)
+	@$(SKIPPED_NOTE) true
 	cd notebooks && WORKBENCH_PROFILE=ci ../$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax $(notdir $(NOTEBOOKS))
 
 ## Re-execute every notebook in place from its py:percent twin (ci profile), in series order,
