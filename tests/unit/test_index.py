@@ -387,3 +387,16 @@ def test_build_work_index_saves_a_loadable_index(tmp_path, data):
     assert out == tmp_path / "index"
     loaded = load_index(out, expected_vectors=x[:500].astype(np.float32))
     assert loaded.kind == "exact" and loaded.items["weight_text"].to_list() == [1.0] * 500
+
+
+def test_choose_setting_by_work_ignores_noisy_timings():
+    rows = [
+        {"num_leaves": 20, "leaves_to_search": 2, "reorder": 50, "recall@10": 0.96, "qps": 400.0},
+        {"num_leaves": 20, "leaves_to_search": 2, "reorder": 20, "recall@10": 0.95, "qps": 390.0},
+        {"num_leaves": 20, "leaves_to_search": 4, "reorder": 10, "recall@10": 0.99, "qps": 450.0},
+    ]
+    assert choose_setting(rows, 0.95)["leaves_to_search"] == 4  # measured qps: a noisy winner
+    by_work = choose_setting(rows, 0.95, by="work")
+    assert (by_work["leaves_to_search"], by_work["reorder"]) == (2, 20)
+    with pytest.raises(ConfigError, match="by='fast'"):
+        choose_setting(rows, by="fast")
