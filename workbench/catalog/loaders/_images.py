@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from workbench.catalog.loaders import ImportReport
 from workbench.errors import MediaError
@@ -66,6 +68,42 @@ def import_image(
         report.repair(f"image larger than {policy.max_side} px downscaled")
     _save_jpeg_atomic(img, dest)
     return True
+
+
+def import_images(
+    item_ids: Sequence[str],
+    find: Callable[[str], Path | None],
+    media_dir: Path,
+    report: ImportReport,
+    policy: ImagePolicy = ImagePolicy(),
+    *,
+    missing_reason: str,
+    on_found: Callable[[Path], None] | None = None,
+    desc: str = "images",
+    progress: bool = True,
+) -> list[str | None]:
+    """The `image` column: each item's photo (found by `find`) imported as `media/images/<id>.jpg`.
+
+    Items without a usable photo get null and keep their text; those without any
+    file are counted under `missing_reason`. `on_found` sees every photo found
+    (e.g. to tally layouts or sizes) before it is imported.
+    """
+    folder = media_dir / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    column: list[str | None] = []
+    missing = 0
+    for item in tqdm(item_ids, desc=desc, disable=not progress):
+        photo = find(item)
+        if photo is None:
+            missing += 1
+            column.append(None)
+            continue
+        if on_found is not None:
+            on_found(photo)
+        ok = import_image(photo, folder / f"{item}.jpg", report, policy)
+        column.append(f"media/images/{item}.jpg" if ok else None)
+    report.repair(missing_reason, missing)  # unusable files are counted by import_image
+    return column
 
 
 def size_note(sizes: dict[tuple[int, int], int]) -> str:

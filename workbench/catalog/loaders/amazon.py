@@ -30,11 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-from tqdm.auto import tqdm
 
 from workbench.catalog import CatalogWriter
 from workbench.catalog.loaders import ImportReport
-from workbench.catalog.loaders._images import ImagePolicy, import_image
+from workbench.catalog.loaders._images import ImagePolicy, import_images
 from workbench.errors import CatalogError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -236,18 +235,14 @@ def import_amazon_reviews(
         source=f"Amazon Reviews 2023 (McAuley lab), converted from {src.name}",
         licence="Amazon Reviews 2023: research use", overwrite=overwrite,
     ) as w:
-        media = w.media_dir / "images"
-        media.mkdir(parents=True, exist_ok=True)
-        image_col: list[str | None] = []
-        for item in tqdm(products["item_id"].to_list(), desc="Amazon images", disable=not cfg.progress):
-            photo = _local_image(images_dir, item) if images_dir.is_dir() else None
-            if photo is None:
-                image_col.append(None)
-                continue
-            ok = import_image(photo, media / f"{item}.jpg", report, cfg.images)
-            image_col.append(f"media/images/{item}.jpg" if ok else None)
+        image_col = import_images(
+            products["item_id"].to_list(),
+            lambda item: _local_image(images_dir, item) if images_dir.is_dir() else None,
+            w.media_dir, report, cfg.images,
+            missing_reason="no local image file: image set to null (text kept)",
+            desc="Amazon images", progress=cfg.progress,
+        )
         missing = sum(p is None for p in image_col)
-        report.repair("no local image file: image set to null (text kept)", missing)
         products = products.with_columns(pl.Series("image", image_col, dtype=pl.Utf8))
         w.write_table("products", products)
         if interactions is not None:

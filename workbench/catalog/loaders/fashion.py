@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from tqdm.auto import tqdm
 
 from workbench.catalog import CatalogWriter
 from workbench.catalog.loaders import ImportReport
-from workbench.catalog.loaders._images import ImagePolicy, import_image, probe_size, size_note
+from workbench.catalog.loaders._images import ImagePolicy, import_images, probe_size, size_note
 from workbench.catalog.loaders.queries import DerivedQueryConfig, derive_queries
 from workbench.errors import CatalogError
 
@@ -213,21 +212,22 @@ def import_fashion_products(
         overwrite=overwrite,
         extra=extra,
     ) as w:
-        media = w.media_dir / "images"
-        media.mkdir(parents=True, exist_ok=True)
-        image_col: list[str | None] = []
         sizes: Counter = Counter()
-        for item in tqdm(products["item_id"].to_list(), desc="fashion images", disable=not cfg.progress):
-            photo = images_dir / f"{item}.jpg"
-            if not photo.is_file():
-                report.repair("image file missing: image set to null (text kept)")
-                image_col.append(None)
-                continue
+
+        def tally(photo: Path) -> None:
             size = probe_size(photo)
             if size is not None:
                 sizes[size] += 1
-            ok = import_image(photo, media / f"{item}.jpg", report, cfg.images)
-            image_col.append(f"media/images/{item}.jpg" if ok else None)
+
+        def find(item: str) -> Path | None:
+            photo = images_dir / f"{item}.jpg"
+            return photo if photo.is_file() else None
+
+        image_col = import_images(
+            products["item_id"].to_list(), find, w.media_dir, report, cfg.images,
+            missing_reason="image file missing: image set to null (text kept)",
+            on_found=tally, desc="fashion images", progress=cfg.progress,
+        )
         products = products.with_columns(pl.Series("image", image_col, dtype=pl.Utf8))
         w.write_table("products", products)
         if queries is not None:

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from tqdm.auto import tqdm
 
 from workbench.catalog import CatalogWriter
 from workbench.catalog.loaders import ImportReport
-from workbench.catalog.loaders._images import ImagePolicy, import_image, probe_size, size_note
+from workbench.catalog.loaders._images import ImagePolicy, import_images, probe_size, size_note
 from workbench.errors import CatalogError
 
 ID_DIGITS = 10
@@ -224,24 +223,23 @@ def import_hm(src: Path, out: Path, *, overwrite: bool = False, config: HMImport
         out, name="hm", source=f"H&M Personalized Fashion Recommendations, converted from {src.name}",
         licence="H&M competition terms: non-commercial", overwrite=overwrite,
     ) as w:
-        media = w.media_dir / "images"
-        media.mkdir(parents=True, exist_ok=True)
-        image_col: list[str | None] = []
         sizes: Counter = Counter()
-        nested = 0
-        for item in tqdm(products["item_id"].to_list(), desc="H&M images", disable=not cfg.progress):
-            photo = _image_for(images_dir, item)
-            if photo is None:
-                image_col.append(None)
-                continue
-            nested += photo.parent != images_dir
+        layouts: Counter = Counter()
+
+        def tally(photo: Path) -> None:
+            layouts["nested" if photo.parent != images_dir else "flat"] += 1
             size = probe_size(photo)
             if size is not None:
                 sizes[size] += 1
-            ok = import_image(photo, media / f"{item}.jpg", report, cfg.images)
-            image_col.append(f"media/images/{item}.jpg" if ok else None)
+
+        image_col = import_images(
+            products["item_id"].to_list(), lambda item: _image_for(images_dir, item),
+            w.media_dir, report, cfg.images,
+            missing_reason="image file missing: image set to null (text kept)",
+            on_found=tally, desc="H&M images", progress=cfg.progress,
+        )
         no_image = sum(p is None for p in image_col)
-        report.repair("image file missing: image set to null (text kept)", no_image)
+        nested = layouts["nested"]
         products = products.with_columns(pl.Series("image", image_col, dtype=pl.Utf8))
         w.write_table("products", products)
         if interactions is not None:
