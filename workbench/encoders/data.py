@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from workbench.catalog import Catalog, read_catalog
+from workbench.encoders.image import ImageTower
 from workbench.encoders.model import EncoderConfig
 from workbench.encoders.text import TextTower
 from workbench.errors import CatalogError
@@ -165,11 +166,11 @@ def build_media_cache(
     return MediaCache(ids, images, image_mask, audio, audio_mask, path)
 
 
-def _backbone_digest(tower: TextTower) -> str:
+def _backbone_digest(tower: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, p in sorted(tower.backbone.state_dict().items()):
         h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:20]
 
 
@@ -189,6 +190,40 @@ def pooled_text_features(
     return pooled
 
 
+@torch.no_grad()
+def pooled_image_features(
+    tower: ImageTower, images: Tensor, mask: Tensor, cache_dir: str | Path | None = None, name: str = "products",
+    batch_size: int = 64, progress: bool = True,
+) -> Tensor:
+    """A frozen image backbone's features (N, feature_dim) float32 on the CPU, zeros where
+    `mask` is False; cached by the backbone's weights and the decoded images."""
+    h = hashlib.sha256(images.contiguous().numpy().tobytes())
+    h.update(mask.numpy().tobytes())
+    key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.input_stats, h.hexdigest())
+    folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = folder / f"image-{name}-{key}.safetensors"
+    cached = _load_cached(path)
+    if cached is not None and cached["features"].shape[0] == len(images):
+        return cached["features"]
+    device = next(tower.parameters()).device
+    was_training = tower.training
+    tower.eval()
+    out = torch.zeros(len(images), tower.feature_dim)
+    rows = torch.nonzero(mask).flatten()
+    starts = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="image backbone features (once per catalog)", unit="batch")
+    for start in starts:
+        idx = rows[start : start + batch_size]
+        batch = images[idx].to(device, non_blocking=True)
+        out[idx] = tower.features(batch).float().cpu()
+    tower.train(was_training)
+    _save_atomic(path, {"features": out}, {"n": len(images)})
+    return out
+
+
 @dataclass
 class CatalogTensors:
     """Everything the towers read about one catalog, as tensors aligned with `item_ids`."""
@@ -204,6 +239,7 @@ class CatalogTensors:
     query_ids: list[str] = field(default_factory=list)
     query_texts: list[str] = field(default_factory=list)
     query: dict[str, Tensor] = field(default_factory=dict)
+    image_features: Tensor | None = None  # (N, F) from a frozen image backbone, else None
 
     @property
     def n_items(self) -> int:
@@ -219,11 +255,13 @@ def prepare_catalog(
     text_tower: TextTower | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    image_tower: ImageTower | None = None,
 ) -> CatalogTensors:
     """Decode (or read from cache) a catalog's media and text features for `config`'s towers.
 
     With a frozen text backbone the texts become cached pooled features; with a
-    fine-tuned one, token ids padded to `text.max_length`.
+    fine-tuned one, token ids padded to `text.max_length`. With a frozen
+    (pretrained) image backbone, `image_tower` computes cached image features.
     """
     cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
     products = cat.products.collect()
@@ -248,18 +286,25 @@ def prepare_catalog(
         else:
             text = text_tower.tokenize(texts)
             query = text_tower.tokenize(query_texts) if query_texts else {}
+    image_chw = media.image.permute(0, 3, 1, 2)  # CHW for torchvision; a view, not a copy
+    image_features = None
+    if "image" in config.modalities and config.image.frozen:
+        if image_tower is None:
+            raise CatalogError("prepare_catalog: the config has a frozen image backbone but no image tower was given")
+        image_features = pooled_image_features(image_tower, image_chw, media.image_mask, cache_dir, progress=progress)
     return CatalogTensors(
         item_ids=item_ids,
         texts=texts,
         text=text,
         text_mask=torch.tensor([bool(t) for t in texts], dtype=torch.bool),
-        image=media.image.permute(0, 3, 1, 2),  # CHW for torchvision; a view, not a copy
+        image=image_chw,
         image_mask=media.image_mask,
         audio=media.audio,
         audio_mask=media.audio_mask,
         query_ids=query_ids,
         query_texts=query_texts,
         query=query,
+        image_features=image_features,
     )
 
 
@@ -333,7 +378,10 @@ class MultimodalDataset(Dataset):
             for k, v in t.text.items():
                 out[f"text_{k}"] = v[idx]
             out["text_mask"] = t.text_mask[idx]
-        if "image" in self.modalities:
+        if "image" in self.modalities and t.image_features is not None:
+            out["image_features"] = t.image_features[idx]
+            out["image_mask"] = t.image_mask[idx]
+        elif "image" in self.modalities:
             img = t.image[idx]
             if self.image_transform is not None:
                 # Per-sample random crops/flips (a batched v2 call would share one draw).

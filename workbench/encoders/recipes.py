@@ -62,17 +62,22 @@ def train_towers(
     config: TowerTraining | None = None,
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
     progress: bool = True,
+    encoder_dir: str | Path | None = None,
 ) -> TowerRun:
-    """Align the text, image and audio towers on a catalog and save them to `<work>/encoders`."""
+    """Align the text, image and audio towers on a catalog and save them to `encoder_dir`
+    (default `<work>/encoders`, the towers later notebooks load); caches stay in `<work>/cache`."""
     config = config or TowerTraining()
     cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
     work = Path(work_dir)
+    out = Path(encoder_dir) if encoder_dir is not None else work / "encoders"
     torch.manual_seed(config.train.seed)  # tower initialisation is part of the run's seed
     model = MultimodalEncoder(config.encoder)
     device = resolve_device(config.train.device)
     model.to(device)  # the frozen text backbone runs once, on the training device
     text_tower = model.towers["text"] if "text" in model.towers else None
-    tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress)
+    image_tower = model.towers["image"] if "image" in model.towers else None
+    tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress,
+                              image_tower=image_tower)
     split = dict(test_fraction=config.test_fraction, seed=config.split_seed)
     train_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "train", **split)
     test_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "test", **split)
@@ -81,14 +86,14 @@ def train_towers(
     task = AlignmentTask(config.alignment, positive_keys(train_pairs[:, :2], tensors.n_items), tensors.n_items)
     train_cfg = config.train
     if config.checkpoints and train_cfg.out_dir is None:
-        train_cfg = replace(train_cfg, out_dir=str(work / "encoders" / "checkpoints"))
+        train_cfg = replace(train_cfg, out_dir=str(out / "checkpoints"))
     train_cfg = replace(train_cfg, progress=progress and train_cfg.progress)
     result = fit(model, task, dataset, train_cfg, model_config=config.encoder.to_dict(), callbacks=callbacks,
                  collate_fn=collate_batch)
     model = result.model
-    save_encoder(model, work / "encoders", extra={"epochs": len(result.history), "catalog": str(cat.root)})
+    save_encoder(model, out, extra={"epochs": len(result.history), "catalog": str(cat.root)})
     embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
-    return TowerRun(model.eval(), tensors, result.history, train_pairs, test_pairs, embeddings, work / "encoders")
+    return TowerRun(model.eval(), tensors, result.history, train_pairs, test_pairs, embeddings, out)
 
 
 @dataclass
