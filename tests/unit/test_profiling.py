@@ -65,3 +65,29 @@ def test_audio_clip_is_resampled_to_16k(tmp_path):
     wave, rate = prof.audio_clip(cat, "a")
     assert rate == 16000 and wave.shape == (1600,)
     assert prof.wav_bytes(wave, rate)[:4] == b"RIFF"
+
+
+def test_labels_and_presence_of_a_catalog_without_truth(tmp_path):
+    cat = make_catalog(tmp_path)
+    labels = prof.item_labels(cat)
+    assert labels.columns == ["item_id", "title", "category", "top_category", "leaf_category", "colour"]
+    assert labels.select("item_id", "top_category", "leaf_category", "colour").rows() == [
+        ("a", "home", "chairs", "red"), ("b", "home", "lamps", "red"),
+        ("c", "garden", "tools", "blue"), ("d", "home", "chairs", "unknown"),  # no attributes: its own class
+    ]
+    assert prof.label_attributes(labels) == ["category", "colour"]
+    assert prof.label_attributes(labels, max_values=2) == ["category"]  # colour has 3 values
+    assert prof.has_rows(cat, "interactions") and not prof.has_rows(cat, "queries")
+    assert prof.absent_modalities_note(cat) is None  # one product with each medium is enough
+
+
+def test_absent_modality_is_named_once(tmp_path):
+    products = pl.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"], "description": ["", ""],
+                             "category": ["x/y", "x/z"]})
+    cat = read_catalog(write_catalog(tmp_path / "cat", products=products))
+    assert cat.modalities == ("text",)
+    assert prof.absent_modalities_note(cat) == (
+        "no product has image or audio: left out of training, fusion, the atlas and the ablation "
+        "(modalities used: text)"
+    )
+    assert not prof.has_rows(cat, "interactions") and not prof.has_rows(cat, "qrels")

@@ -46,6 +46,67 @@ def modality_coverage(cat: Catalog) -> pl.DataFrame:
     )
 
 
+def absent_modalities_note(cat: Catalog) -> str | None:
+    """One line naming the modalities no product has, or None when all three are present."""
+    present = cat.modalities
+    absent = [m for m in ("text", "image", "audio") if m not in present]
+    if not absent:
+        return None
+    return (f"no product has {' or '.join(absent)}: left out of training, fusion, the atlas and the "
+            f"ablation (modalities used: {', '.join(present)})")
+
+
+def has_rows(cat: Catalog, table: str) -> bool:
+    """Whether the catalog has `table` with at least one row (absent and empty count alike)."""
+    lf = cat.table(table)
+    return lf is not None and lf.select(pl.len()).collect().item() > 0
+
+
+def label_attributes(labels: pl.DataFrame, max_values: int = 50) -> list[str]:
+    """Columns of `item_labels` worth probing and colouring by: category, then every text
+    attribute with 2..`max_values` distinct values (ids, titles and flags are not labels)."""
+    skip = {"item_id", "title", "category", "top_category", "leaf_category"}
+    out = ["category"]
+    for col in labels.columns:
+        if col in skip or labels[col].dtype not in (pl.Utf8, pl.Categorical):
+            continue
+        if 2 <= labels[col].n_unique() <= max_values:
+            out.append(col)
+    return out
+
+
+def item_labels(cat: Catalog) -> pl.DataFrame:
+    """Per-product labels for colouring maps, captions and linear probes.
+
+    item_id, title, category, top_category, leaf_category, then one column per
+    attribute: the hidden ground truth of a synthetic catalog (`truth/items.parquet`)
+    when there is one, otherwise the products' own `attributes` JSON (values as text).
+    """
+    from workbench.catalog.io import read_truth
+    from workbench.errors import CatalogError
+
+    base = cat.products.select("item_id", "title", "category").collect().with_columns(
+        pl.col("category").str.split("/").list.first().alias("top_category"),
+        pl.col("category").str.split("/").list.last().alias("leaf_category"),
+    )
+    try:
+        truth = read_truth(cat.root)["items"]
+    except (CatalogError, KeyError):
+        truth = None
+    if truth is not None:
+        extra = truth.drop([c for c in base.columns if c in truth.columns and c != "item_id"])
+    else:
+        raw = cat.products.select("attributes").collect().get_column("attributes").to_list()
+        rows = [{k: None if v is None else str(v) for k, v in json.loads(t).items()} if t else {} for t in raw]
+        keys = sorted({k for r in rows for k in r} - set(base.columns))
+        # A missing value is its own class ("unknown") for colouring and probing.
+        extra = pl.DataFrame(
+            {"item_id": base["item_id"], **{k: [r.get(k) or "unknown" for r in rows] for k in keys}},
+            schema={"item_id": pl.Utf8, **{k: pl.Utf8 for k in keys}},
+        )
+    return base.join(extra, on="item_id", how="left", maintain_order="left")
+
+
 def category_counts(cat: Catalog, level: int = 1) -> pl.DataFrame:
     """Products per category path truncated to `level` parts ("home/chairs" at level 1 is "home")."""
     return (

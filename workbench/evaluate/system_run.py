@@ -208,6 +208,7 @@ def evaluate_system(
 ) -> SystemRun:
     """Load the artefacts, evaluate both tasks, time single queries, break down by modality."""
     from workbench.catalog import read_catalog
+    from workbench.catalog.profiling import has_rows
     from workbench.index import IndexConfig, build_index, load_index, read_item_embeddings
 
     cfg = config or SystemRunConfig()
@@ -240,7 +241,7 @@ def evaluate_system(
         split = leave_last_out(interactions)
         ranker, ranker_source = _load_ranker(work, cfg, split.train, item_ids, vectors)
 
-    if cat.queries is not None and cat.qrels is not None:
+    if has_rows(cat, "queries") and has_rows(cat, "qrels"):
         from workbench.encoders import load_encoder
 
         queries = cat.queries.collect().sort("query_id")
