@@ -103,7 +103,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from workbench.catalog.loaders import import_catalog
 
-    report = import_catalog(args.format, args.src, args.out, overwrite=args.overwrite)
+    report = import_catalog(args.format, args.src, args.out, overwrite=args.overwrite,
+                            derived_queries=args.derived_queries)
     print(report.to_json())
     return 0
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("src")
     imp.add_argument("--out", required=True)
     imp.add_argument("--overwrite", action="store_true")
+    imp.add_argument("--derived-queries", type=int, default=None, metavar="N",
+                     help="fashion-products: how many queries to derive from attributes (default 200)")
     imp.set_defaults(func=_cmd_import)
 
     rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")

@@ -11,6 +11,7 @@ the process with status 0.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 _SKIPPED = "pass  # skipped: workbench.notebook.stop_here() was called earlier in this notebook\n"
 
@@ -19,9 +20,21 @@ def _skip_cell(lines: list[str]) -> list[str]:
     return [_SKIPPED]
 
 
-def stop_here(reason: str) -> None:
-    """Print `reason` and skip every later cell of this notebook (exit 0 outside IPython)."""
+def stop_here(reason: str, report_dir: str | Path | None = None) -> None:
+    """Print `reason` and skip every later cell of this notebook (exit 0 outside IPython).
+
+    Make it the last statement of its cell: the rest of the current cell still runs
+    (IPython offers no clean way to abort a cell without reporting an error).
+
+    With `report_dir`, `<report_dir>/metrics.json` becomes `{"skipped": reason}`, so the
+    report says why this stage has no numbers instead of silently leaving it out.
+    """
     print(f"stopping here: {reason}")
+    if report_dir is not None:
+        from workbench.catalog import write_json_atomic
+
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(report_dir) / "metrics.json", {"skipped": reason})
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python without IPython installed

@@ -154,3 +154,11 @@ def test_fashion_limit_keeps_first_products(fashion_src: Path, tmp_path: Path) -
     report, cat = _import(fashion_src, tmp_path / "cat", limit=4, derive_queries=False)
     assert cat.products.select(pl.len()).collect().item() == 4
     assert report.counts["products"] == 4
+
+
+def test_derived_query_count_only_for_formats_that_derive_queries(fashion_src: Path, tmp_path: Path) -> None:
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only fashion-products"):
+        import_catalog("hm", fashion_src, tmp_path / "hm", derived_queries=10)
+    assert not (tmp_path / "hm").exists()

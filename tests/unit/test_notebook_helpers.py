@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ def test_stop_here_skips_every_later_cell_in_ipython():
         InteractiveShell.clear_instance()
 
 
-def test_stop_here_exits_zero_outside_ipython():
-    code = "from workbench.notebook import stop_here\nstop_here('nothing to do')\nraise SystemExit(3)"
+def test_stop_here_exits_zero_outside_ipython_and_records_the_reason(tmp_path):
+    code = f"from workbench.notebook import stop_here\nstop_here('nothing to do', {str(tmp_path / 'r')!r})\nraise SystemExit(3)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "stopping here: nothing to do" in done.stdout
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text()) == {"skipped": "nothing to do"}

@@ -47,10 +47,26 @@ class ImportReport:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def import_catalog(fmt: str, src: str | Path, out: str | Path, *, overwrite: bool = False) -> ImportReport:
-    """Convert `src` in format `fmt` into a catalog folder at `out`."""
+def import_catalog(
+    fmt: str, src: str | Path, out: str | Path, *, overwrite: bool = False, derived_queries: int | None = None
+) -> ImportReport:
+    """Convert `src` in format `fmt` into a catalog folder at `out`.
+
+    `derived_queries` sets how many queries the derived-query rule builds (formats
+    without real queries that derive them: fashion-products); None keeps the default.
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown catalog format {fmt!r}: expected one of {', '.join(sorted(FORMATS))}")
     module_name, func_name = FORMATS[fmt].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return func(Path(src), Path(out), overwrite=overwrite)
+    if derived_queries is None:
+        return func(Path(src), Path(out), overwrite=overwrite)
+    if fmt != "fashion-products":
+        raise ConfigError(f"derived_queries: format {fmt!r} does not derive queries (only fashion-products does)")
+    from dataclasses import replace
+
+    from workbench.catalog.loaders.fashion import FashionImportConfig
+
+    base = FashionImportConfig()
+    config = replace(base, queries=replace(base.queries, n_queries=derived_queries))
+    return func(Path(src), Path(out), overwrite=overwrite, config=config)
