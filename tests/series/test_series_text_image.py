@@ -1,0 +1,108 @@
+"""The whole notebook series on catalogs that are not the default synthetic one.
+
+1. A small synthetic catalog with **no audio at all**, **no interactions** and **no
+   ground truth** (copied without `truth/`, so every notebook takes the path it takes
+   on a real catalog): `workbench run --catalog` must complete, leave audio out
+   everywhere, stop the ranker notebook cleanly and still write the report with the
+   fused-vs-single table.
+2. (realdata) The first 1,200 products of `../shared/data/fashion-products` with
+   derived queries: real photos and real titles through the same series.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.catalog import read_catalog, write_catalog
+from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
+from workbench.pipeline import run_series
+
+pytestmark = pytest.mark.slow
+FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-products"
+
+
+def _outputs(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text())["cells"]
+    text = []
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            text.append("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(text)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series")
+    synthetic = generate_synthetic(root / "synthetic", SyntheticConfig(
+        n_items=240, n_users=0, n_queries=100, missing_audio_rate=1.0, seed=3), progress=False)
+    # Copied without its truth/ folder, so it behaves like a real catalog: labels come from
+    # the products' category and attributes, and there is no oracle.
+    src = read_catalog(synthetic)
+    catalog = write_catalog(root / "text-image", products=src.products.collect(), queries=src.queries.collect(),
+                            qrels=src.qrels.collect(), media_from=synthetic / "media", name="text-image")
+    assert not (catalog / "truth").exists() and read_catalog(catalog).modalities == ("text", "image")
+    index = run_series("ci", catalog=catalog, run_name="text-image", reports_root=root / "reports",
+                       work_dir=root / "work", progress=False)
+    return root, index
+
+
+def test_series_completes_without_audio_or_interactions(run):
+    root, index = run
+    reports = root / "reports" / "text-image"
+    assert index == reports / "index.html" and index.is_file()
+    series = json.loads((reports / "series.json").read_text())
+    assert set(series["status"].values()) == {"ok"} and len(series["status"]) == 7
+    executed = reports / "notebooks"
+    # One line names the absent modality; the ranker notebook says why it stops.
+    assert "no product has audio" in _outputs(executed / "02_encoders.ipynb")
+    assert "stopping here: this catalog has no interactions" in _outputs(executed / "05_rankers.ipynb")
+    skipped = json.loads((reports / "05_rankers" / "metrics.json").read_text())
+    assert list(skipped) == ["skipped"] and "no interactions" in skipped["skipped"]  # nothing faked
+
+
+def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
+    root, _ = run
+    reports = root / "reports" / "text-image"
+    encoders = json.loads((root / "work" / "encoders" / "config.json").read_text())
+    assert encoders["config"]["modalities"] == ["text", "image"]
+    fusion = json.loads((root / "work" / "fusion" / "config.json").read_text())
+    assert fusion["config"]["modalities"] == ["text", "image"]
+    enc = json.loads((reports / "02_encoders" / "metrics.json").read_text())
+    assert enc["modalities"] == ["text", "image"] and set(enc["ndcg@10"]) == {"text", "image"}
+    # Notebook 02 compared the from-scratch and the pretrained image towers on the same queries.
+    assert set(enc["image_backbones"]) == {"scratch", "pretrained"}
+    ablation = json.loads((reports / "03_fusion" / "metrics.json").read_text())["ndcg@10"]
+    assert "text" in ablation and "image" in ablation and not any("audio" in k for k in ablation)
+    assert any(k.startswith("fused/") for k in ablation)
+    atlas = json.loads((reports / "04_embedding_space" / "metrics.json").read_text())
+    assert set(atlas["spaces"]) == {"text", "image", "fused"}
+    final = json.loads((reports / "07_evaluation_report" / "metrics.json").read_text())
+    assert "queries" in final and "next_item" not in final  # search only: no interactions
+    html = (reports / "index.html").read_text()
+    assert "fused/" in html and "Fusion ablation" in html
+
+
+@pytest.mark.realdata
+def test_series_on_imported_fashion_products(tmp_path):
+    if not FASHION.is_dir():
+        pytest.skip(f"{FASHION} is absent (real data lives in ../shared/data beside the repository)")
+    from workbench.catalog.loaders.fashion import FashionImportConfig, import_fashion_products
+
+    catalog = tmp_path / "fashion"
+    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=1200, progress=False))
+    index = run_series("ci", catalog=catalog, run_name="fashion", reports_root=tmp_path / "reports",
+                       work_dir=tmp_path / "work", progress=False)
+    reports = tmp_path / "reports" / "fashion"
+    assert index == reports / "index.html"
+    assert "no product has audio" in _outputs(reports / "notebooks" / "03_fusion.ipynb")
+    enc = json.loads((reports / "02_encoders" / "metrics.json").read_text())
+    assert enc["image_backbone"].startswith("EfficientNet-Lite0 ImageNet-pretrained")  # "auto" on real photos
+    backbones = enc["image_backbones"]
+    assert backbones["pretrained"]["ndcg@10"] > backbones["scratch"]["ndcg@10"]
+    fusion = json.loads((reports / "03_fusion" / "metrics.json").read_text())
+    assert set(fusion["ndcg@10"]) == {"text", "image", "fused/weighted_mean", "fused/concat_mlp",
+                                      "fused/gated_attention"}
+    assert "stopping here" in _outputs(reports / "notebooks" / "05_rankers.ipynb")
