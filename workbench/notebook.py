@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_SKIPPED = "pass  # skipped: workbench.notebook.stop_here() was called earlier in this notebook\n"
+_SKIPPED = "pass  # skipped: stop_here() was called earlier; restart the kernel to run this notebook again\n"
 
 
 def _skip_cell(lines: list[str]) -> list[str]:
@@ -29,7 +29,7 @@ def stop_here(reason: str, report_dir: str | Path | None = None) -> None:
     With `report_dir`, `<report_dir>/metrics.json` becomes `{"skipped": reason}`, so the
     report says why this stage has no numbers instead of silently leaving it out.
     """
-    print(f"stopping here: {reason}")
+    print(f"stopping here: {reason}\n(the remaining cells are skipped; restart the kernel to run them again)")
     if report_dir is not None:
         from workbench.catalog import write_json_atomic
 
@@ -44,3 +44,19 @@ def stop_here(reason: str, report_dir: str | Path | None = None) -> None:
         sys.exit(0)
     if _skip_cell not in shell.input_transformers_post:
         shell.input_transformers_post.append(_skip_cell)
+
+
+def skipped_stage(report_dir: str | Path) -> str | None:
+    """Why an earlier notebook stopped (its `metrics.json` is `{"skipped": reason}`), else None.
+
+    Later notebooks check it so that they stop too, rather than pick up artefacts an
+    earlier run left in the work folder.
+    """
+    import json
+
+    path = Path(report_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics.get("skipped") if isinstance(metrics, dict) else None

@@ -106,3 +106,42 @@ def test_series_on_imported_fashion_products(tmp_path):
     assert set(fusion["ndcg@10"]) == {"text", "image", "fused/weighted_mean", "fused/concat_mlp",
                                       "fused/gated_attention"}
     assert "stopping here" in _outputs(reports / "notebooks" / "05_rankers.ipynb")
+
+
+def _text_only(root: Path, name: str, n_queries: int) -> Path:
+    """Synthetic products, interactions and (optionally) queries, without images, audio or truth."""
+    synthetic = generate_synthetic(root / f"{name}-src", SyntheticConfig(
+        n_items=150, n_users=40, n_queries=n_queries, missing_image_rate=1.0, missing_audio_rate=1.0,
+        seed=5), progress=False)
+    src = read_catalog(synthetic)
+    tables = {t: src.table(t).collect() for t in ("interactions", "queries", "qrels") if src.table(t) is not None}
+    return write_catalog(root / name, products=src.products.collect(), name=name, **tables)
+
+
+@pytest.mark.parametrize(
+    ("n_queries", "stopped"),
+    [
+        # MovieLens-like: text and interactions only. Nothing to align towers on, so 02 stops and
+        # every stage that needs item vectors stops after it; the rankers still run (ID only).
+        (0, {"02_encoders", "03_fusion", "04_embedding_space", "06_scann_index", "07_evaluation_report"}),
+        # ESCI-like: text, queries and interactions. One modality: nothing to fuse (03 stops).
+        (60, {"03_fusion"}),
+    ],
+)
+def test_series_on_text_only_catalogs(tmp_path, n_queries, stopped):
+    catalog = _text_only(tmp_path, f"text-only-{n_queries}", n_queries)
+    run_series("ci", catalog=catalog, run_name="run", reports_root=tmp_path / "reports",
+               work_dir=tmp_path / "work", progress=False)
+    reports = tmp_path / "reports" / "run"
+    series = json.loads((reports / "series.json").read_text())
+    assert set(series["status"].values()) == {"ok"} and len(series["status"]) == 7
+    skipped = {stem for stem in series["status"]
+               if "skipped" in json.loads((reports / stem / "metrics.json").read_text())}
+    assert skipped == stopped
+    ranks = json.loads((reports / "05_rankers" / "metrics.json").read_text())
+    assert set(ranks["catalog"]) == {"popularity", "bpr", "sequential"}  # no truth: no oracle row
+    if "07_evaluation_report" not in stopped:
+        final = json.loads((reports / "07_evaluation_report" / "metrics.json").read_text())
+        assert {"queries", "next_item"} <= set(final)
+        atlas = json.loads((reports / "04_embedding_space" / "metrics.json").read_text())
+        assert set(atlas["spaces"]) == {"text", "fused"} and atlas["modality_gap"] == []

@@ -309,6 +309,12 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
     again = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False, image_tower=tower)
     assert torch.equal(again.image_features, feats)
     monkeypatch.undo()
+    # Other pixels are other features: the cache is keyed by the images, not only the catalog.
+    changed = tensors.image.clone()
+    changed[0] = 255 - changed[0]
+    other = data_mod.pooled_image_features(tower, changed, tensors.image_mask, tmp_path, progress=False)
+    assert not torch.allclose(other[0], feats[0]) and torch.equal(other[2:], feats[2:])
+    assert len(list(tmp_path.glob("image-products-*.safetensors"))) == 2
 
     ds = MultimodalDataset(tensors, cfg.modalities)
     batch = ds.__getitems__([0, 1])

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from workbench.catalog.io import Catalog
+from workbench.catalog.schema import MODALITIES
 from workbench.media import image_to_png_bytes, load_image
 
 
@@ -49,7 +50,7 @@ def modality_coverage(cat: Catalog) -> pl.DataFrame:
 def absent_modalities_note(cat: Catalog) -> str | None:
     """One line naming the modalities no product has, or None when all three are present."""
     present = cat.modalities
-    absent = [m for m in ("text", "image", "audio") if m not in present]
+    absent = [m for m in MODALITIES if m not in present]
     if not absent:
         return None
     return (f"no product has {' or '.join(absent)}: left out of training, fusion, the atlas and the "
@@ -97,7 +98,8 @@ def item_labels(cat: Catalog) -> pl.DataFrame:
         extra = truth.drop([c for c in base.columns if c in truth.columns and c != "item_id"])
     else:
         raw = cat.products.select("attributes").collect().get_column("attributes").to_list()
-        rows = [{k: None if v is None else str(v) for k, v in json.loads(t).items()} if t else {} for t in raw]
+        parsed = [json.loads(t) if t else None for t in raw]
+        rows = [{k: None if v is None else str(v) for k, v in p.items()} if isinstance(p, dict) else {} for p in parsed]
         keys = sorted({k for r in rows for k in r} - set(base.columns))
         # A missing value is its own class ("unknown") for colouring and probing.
         extra = pl.DataFrame(

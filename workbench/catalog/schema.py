@@ -15,6 +15,7 @@ from workbench.errors import CatalogError
 
 SCHEMA_VERSION = 1
 TABLES = ("products", "interactions", "queries", "qrels")
+MODALITIES = ("text", "image", "audio")  # what a product can carry, in canonical order
 EVENTS = ("view", "click", "cart", "purchase", "rating")
 TIMESTAMP = pl.Datetime("us", "UTC")
 

@@ -174,6 +174,17 @@ def _backbone_digest(tower: torch.nn.Module) -> str:
     return h.hexdigest()[:20]
 
 
+def _cached_features(path: Path, n: int, field: str, compute) -> Tensor:
+    """`compute()` once, kept in the safetensors file `path`; a missing, unreadable or
+    wrongly sized file is recomputed rather than trusted."""
+    cached = _load_cached(path)
+    if cached is not None and field in cached and cached[field].shape[0] == n:
+        return cached[field]
+    values = compute()
+    _save_atomic(path, {field: values}, {"n": n})
+    return values
+
+
 def pooled_text_features(
     tower: TextTower, texts: Sequence[str], cache_dir: str | Path | None = None, name: str = "texts",
     batch_size: int = 256, progress: bool = True,
@@ -181,13 +192,10 @@ def pooled_text_features(
     """Frozen-backbone pooled outputs (N, hidden) float32 on the CPU, cached by weights and texts."""
     key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.max_length, _digest(*texts))
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    path = folder / f"text-{name}-{key}.safetensors"
-    cached = _load_cached(path)
-    if cached is not None and cached["pooled"].shape[0] == len(texts):
-        return cached["pooled"]
-    pooled = tower.pool_texts(list(texts), batch_size=batch_size, progress=progress).float().cpu()
-    _save_atomic(path, {"pooled": pooled}, {"n": len(texts)})
-    return pooled
+    return _cached_features(
+        folder / f"text-{name}-{key}.safetensors", len(texts), "pooled",
+        lambda: tower.pool_texts(list(texts), batch_size=batch_size, progress=progress).float().cpu(),
+    )
 
 
 @torch.no_grad()
@@ -196,32 +204,31 @@ def pooled_image_features(
     batch_size: int = 64, progress: bool = True,
 ) -> Tensor:
     """A frozen image backbone's features (N, feature_dim) float32 on the CPU, zeros where
-    `mask` is False; cached by the backbone's weights and the decoded images."""
-    h = hashlib.sha256(images.contiguous().numpy().tobytes())
-    h.update(mask.numpy().tobytes())
+    `mask` is False; cached by the backbone's weights and the decoded images (uint8 (N, 3, H, W))."""
+    hwc = images.permute(0, 2, 3, 1)  # the media cache's own layout: hashed without a copy
+    h = hashlib.sha256((hwc if hwc.is_contiguous() else hwc.contiguous()).numpy())
+    h.update(mask.numpy())
     key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.input_stats, h.hexdigest())
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    path = folder / f"image-{name}-{key}.safetensors"
-    cached = _load_cached(path)
-    if cached is not None and cached["features"].shape[0] == len(images):
-        return cached["features"]
-    device = next(tower.parameters()).device
-    was_training = tower.training
-    tower.eval()
-    out = torch.zeros(len(images), tower.feature_dim)
-    rows = torch.nonzero(mask).flatten()
-    starts = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="image backbone features (once per catalog)", unit="batch")
-    for start in starts:
-        idx = rows[start : start + batch_size]
-        batch = images[idx].to(device, non_blocking=True)
-        out[idx] = tower.features(batch).float().cpu()
-    tower.train(was_training)
-    _save_atomic(path, {"features": out}, {"n": len(images)})
-    return out
+    def compute() -> Tensor:
+        device = next(tower.parameters()).device
+        was_training = tower.training
+        tower.eval()
+        out = torch.zeros(len(images), tower.feature_dim)
+        rows = torch.nonzero(mask).flatten()
+        starts = range(0, len(rows), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="image backbone features (once per catalog)", unit="batch")
+        for start in starts:
+            idx = rows[start : start + batch_size]
+            out[idx] = tower.features(images[idx].to(device)).float().cpu()
+        tower.train(was_training)
+        return out
+
+    return _cached_features(folder / f"image-{name}-{key}.safetensors", len(images), "features", compute)
 
 
 @dataclass

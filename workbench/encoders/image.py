@@ -193,8 +193,13 @@ class ImageTower(nn.Module):
     def features(self, images: Tensor) -> Tensor:
         """What the head reads: backbone output (+ colour statistics), (B, feature_dim)."""
         x = (images.float() - self.mean) / self.std
-        if self.config.backbone == "efficientnet_lite0":
-            feats = self.backbone(images.float() / 255.0)  # it applies its own TF-lite scaling
+        if self.config.frozen:
+            # float32 even under autocast: cached item features and query-time features of
+            # the same image must agree, whatever device computed them.
+            with torch.autocast(images.device.type, enabled=False):
+                feats = self.backbone(images.float() / 255.0)  # it applies its own TF-lite scaling
+        elif self.config.backbone == "efficientnet_lite0":
+            feats = self.backbone(images.float() / 255.0)
         else:
             feats = self.backbone(x)
         if self.config.input_stats:
