@@ -45,8 +45,8 @@ from pathlib import Path
 import polars as pl
 from IPython.display import HTML, Audio, display
 
-from workbench.catalog import read_catalog, validate_catalog, write_json_atomic
 from workbench.catalog import profiling as prof
+from workbench.catalog import read_catalog, validate_catalog, write_json_atomic
 
 pl.Config.set_tbl_rows(12)
 report_dir = Path(REPORT_DIR) / "01_catalog"
@@ -154,6 +154,8 @@ for item_id, title in with_audio.iter_rows():
     wave, rate = prof.audio_clip(cat, item_id)
     print(f"{item_id}: {title}")
     display(Audio(prof.wav_bytes(wave, rate), rate=rate))
+if note := prof.absent_modalities_note(cat):
+    print(note)
 
 # %% [markdown]
 # ## Metrics

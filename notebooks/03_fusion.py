@@ -26,7 +26,9 @@
 #
 # The towers are frozen here (read from `<work>/encoders`); each fusion is
 # trained on the training queries only, aligning each query's text embedding
-# with the fused vector of its relevant products.
+# with the fused vector of its relevant products. Only the modalities the
+# catalog has take part (text and image on a photo catalogue); a catalog without
+# search queries has nothing to train a fusion on, and the notebook stops there.
 
 # %% tags=["parameters"]
 import os
@@ -49,6 +51,7 @@ import polars as pl
 import torch
 
 from workbench.catalog import read_catalog, write_json_atomic
+from workbench.catalog.profiling import absent_modalities_note
 from workbench.encoders import (
     STRATEGIES,
     FusionConfig,
@@ -63,6 +66,7 @@ from workbench.encoders.analysis import ablation, explain, rank_items, subset_ve
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate.bootstrap import bootstrap_ci, paired_comparison
 from workbench.evaluate.metrics import relevance_matrix
+from workbench.notebook import skipped_stage, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
@@ -71,8 +75,13 @@ report_dir = Path(REPORT_DIR) / "03_fusion"
 report_dir.mkdir(parents=True, exist_ok=True)
 work = Path(WORK_DIR)
 cat = read_catalog(CATALOG_DIR)
-if not (work / "encoders" / "model.safetensors").exists():
-    raise FileNotFoundError(f"{work / 'encoders'}: no trained towers; run notebook 02_encoders first")
+if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
+    stop_here(f"notebook 02 trained no towers ({why})", report_dir)
+elif not (work / "encoders" / "model.safetensors").exists():
+    stop_here(f"{work / 'encoders'}: no trained towers; run notebook 02_encoders first", report_dir)
+elif len(cat.modalities) < 2:
+    stop_here(f"only {cat.modalities[0]} in this catalog: there is nothing to fuse; "
+              "`items.parquet` keeps notebook 02's vectors", report_dir)
 
 # %% [markdown]
 # ## Tower outputs for every product and query
@@ -81,20 +90,30 @@ if not (work / "encoders" / "model.safetensors").exists():
 
 # %%
 encoder = load_encoder(work / "encoders")
-tensors = prepare_catalog(cat, encoder.config, encoder.model.towers["text"], cache_dir=work / "cache", progress=False)
+modalities = encoder.modalities  # notebook 02 trained a tower for each modality the catalog has
+if note := absent_modalities_note(cat):
+    print(note)
+towers = encoder.model.towers
+tensors = prepare_catalog(cat, encoder.config, towers["text"], cache_dir=work / "cache", progress=False,
+                          image_tower=towers["image"] if "image" in towers else None)
 emb = encode_items(encoder.model, tensors)
-masks = {m: tensors.masks()[m] for m in ("text", "image", "audio")}
-items = {m: emb[m] for m in ("text", "image", "audio")}
+masks = {m: tensors.masks()[m] for m in modalities}
+items = {m: emb[m] for m in modalities}
 train_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "train")
 test_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "test")
 train_q, test_q = sorted(set(train_pairs[:, 0].tolist())), sorted(set(test_pairs[:, 0].tolist()))
-qrels = cat.qrels.collect()
-rel_test = relevance_matrix(qrels, [tensors.query_ids[q] for q in test_q], tensors.item_ids)
-rel_train = relevance_matrix(qrels, [tensors.query_ids[q] for q in train_q], tensors.item_ids)
 
 # %% tags=["NBVAL_CHECK_OUTPUT"]
 # NBVAL_CHECK_OUTPUT
 print("training queries:", len(train_q), "| test queries:", len(test_q), "| shared:", len(set(train_q) & set(test_q)))
+if not train_q or not test_q:
+    stop_here("a fusion is trained on training queries and compared on test queries; this catalog has "
+              f"{len(train_q)} and {len(test_q)}. `items.parquet` keeps notebook 02's plain-mean fused vectors", report_dir)
+
+# %%
+qrels = cat.qrels.collect()
+rel_test = relevance_matrix(qrels, [tensors.query_ids[q] for q in test_q], tensors.item_ids)
+rel_train = relevance_matrix(qrels, [tensors.query_ids[q] for q in train_q], tensors.item_ids)
 
 # %% [markdown]
 # ## Train the three fusions
@@ -107,7 +126,7 @@ print("training queries:", len(train_q), "| test queries:", len(test_q), "| shar
 fusions, histories = {}, {}
 for strategy in STRATEGIES:
     cfg = FusionTraining(
-        fusion=FusionConfig(strategy=strategy, d=encoder.d, hidden=HIDDEN, modality_dropout=0.2),
+        fusion=FusionConfig(strategy=strategy, d=encoder.d, modalities=modalities, hidden=HIDDEN, modality_dropout=0.2),
         train=TrainConfig(epochs=FUSION_EPOCHS, batch_size=256, lr=3e-3, seed=SEED),
     )
     fusions[strategy], histories[strategy] = train_fusion(emb, masks, train_pairs, cfg, progress=False)
@@ -141,7 +160,7 @@ px.bar(table, x="system", y="ndcg@10", title="nDCG@10 on the test queries", temp
 # p-value, paired bootstrap for the interval of the difference in nDCG@10).
 
 # %%
-best_single = max(("text", "image", "audio"), key=lambda m: table.filter(pl.col("system") == m)["ndcg@10"][0])
+best_single = max(modalities, key=lambda m: table.filter(pl.col("system") == m)["ndcg@10"][0])
 fused_name = f"fused/{best}"
 cmp = paired_comparison(per_query[best_single]["ndcg@10"], per_query[fused_name]["ndcg@10"], metric="ndcg@10",
                         name_a=best_single, name_b=fused_name, n_resamples=N_BOOTSTRAP, seed=SEED)
@@ -168,9 +187,9 @@ rows = [{"fusion": "weighted_mean", "modality": m, "weight": w} for m, w in fusi
 for s in ("gated_attention", "concat_mlp"):
     with torch.inference_mode():
         w = fusions[s](items, masks).weights
-    present = torch.stack([masks[m] for m in ("text", "image", "audio")], 1).float()
+    present = torch.stack([masks[m] for m in modalities], 1).float()
     mean_w = (w * present).sum(0) / present.sum(0)
-    rows += [{"fusion": s, "modality": m, "weight": float(mean_w[j])} for j, m in enumerate(("text", "image", "audio"))]
+    rows += [{"fusion": s, "modality": m, "weight": float(mean_w[j])} for j, m in enumerate(modalities)]
 weights = pl.DataFrame(rows)
 print(weights.with_columns(pl.col("weight").round(3)).pivot(on="modality", index="fusion", values="weight"))
 px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title="Modality weights", template="plotly_white").show()
@@ -181,10 +200,10 @@ px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title
 # modality each product's fused vector leans on.
 
 # %%
-fused_vec, ok = subset_vectors(items, masks, ("text", "image", "audio"), fusions[best])
+fused_vec, ok = subset_vectors(items, masks, modalities, fusions[best])
 with torch.inference_mode():
     item_weights = fusions[best](items, masks).weights
-why = explain(item_weights)
+why = explain(item_weights, modalities)
 qtext = [tensors.query_texts[q] for q in test_q]
 top = rank_items(emb["query"][test_q[:N_EXPLAINED]], fused_vec, ok, k=5)
 relevant = rel_test[:N_EXPLAINED].toarray()
@@ -212,6 +231,7 @@ metrics = {
     "best_single": best_single,
     "fused_minus_best_single": {k: round(v, 4) if isinstance(v, float) else v for k, v in cmp.as_dict().items()},
     "n_test_queries": len(test_q),
+    "modalities": list(modalities),
 }
 write_json_atomic(report_dir / "metrics.json", metrics)
 print(sorted(metrics["ndcg@10"]))

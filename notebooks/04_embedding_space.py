@@ -48,9 +48,10 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from workbench import viz
-from workbench.catalog import read_catalog, read_truth, write_json_atomic
-from workbench.errors import CatalogError
+from workbench.catalog import read_catalog, write_json_atomic
+from workbench.catalog.profiling import item_labels, label_attributes
 from workbench.index import read_item_embeddings
+from workbench.notebook import skipped_stage, stop_here
 
 pl.Config.set_tbl_rows(12)
 pl.Config.set_tbl_cols(12)
@@ -58,6 +59,10 @@ pl.Config.set_tbl_width_chars(160)
 report_dir = Path(REPORT_DIR) / "04_embedding_space"
 report_dir.mkdir(parents=True, exist_ok=True)
 emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
+if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
+    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
+elif not emb_path.is_file():
+    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
 
 # %% [markdown]
 # ## The spaces
@@ -86,12 +91,8 @@ for name in space_names:
 # catalog has one (`truth/items.parquet`); for other catalogs, from the products table.
 
 # %%
-try:
-    labels = read_truth(CATALOG_DIR)["items"].drop("category").join(
-        products.select("item_id", "title", "category"), on="item_id")
-except (CatalogError, KeyError):
-    labels = products.select("item_id", "title", "category")
-labels = labels.with_columns(pl.col("category").str.split("/").list.first().alias("top_category"))
+labels = item_labels(cat)
+attributes = label_attributes(labels)  # category and the attributes worth probing
 print(sorted(labels.columns))
 
 # %% [markdown]
@@ -129,7 +130,9 @@ atlas(main, "top_category", with_thumbnails=False).show()
 # (where colour is rarely written) they should not.
 
 # %%
-for name, attr in ((main, "colour"), (main, "material"), ("text", "colour")):
+synthetic = Path(CATALOG_DIR, "truth").is_dir()
+by_attribute = ((main, "colour"), (main, "material"), ("text", "colour")) if synthetic else [(main, a) for a in attributes[1:3]]
+for name, attr in by_attribute:
     if name in spaces and attr in labels.columns:
         maps[f"atlas-{name}-{attr}"] = atlas(name, attr)
         atlas(name, attr, with_thumbnails=False).show()
@@ -157,8 +160,12 @@ stages = {"after alignment": pl.read_parquet(emb_path)}
 before_path = emb_path.with_name("items_before_alignment.parquet")
 if before_path.exists():
     stages = {"before alignment": pl.read_parquet(before_path), **stages}
-gap = viz.modality_gap(stages)
-print(gap.with_columns(pl.col("gap").round(3)))
+if len([s for s in space_names if s != "fused"]) >= 2:
+    gap = viz.modality_gap(stages)
+    print(gap.with_columns(pl.col("gap").round(3)))
+else:  # a gap needs two modalities
+    gap = pl.DataFrame()
+    print("one modality only: no modality gap to measure")
 
 # %% [markdown]
 # ## Neighbourhood quality, space by space
@@ -169,7 +176,7 @@ print(gap.with_columns(pl.col("gap").round(3)))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-quality = viz.neighbourhood_quality(spaces, labels, coords=coords, k=K, seed=SEED)
+quality = viz.neighbourhood_quality(spaces, labels, coords=coords, k=K, attributes=attributes, seed=SEED)
 print(quality.with_columns(pl.col(pl.Float64).round(3)))
 
 # %%

@@ -49,6 +49,7 @@ import polars as pl
 
 from workbench import viz
 from workbench.catalog import read_catalog, write_json_atomic
+from workbench.catalog.profiling import has_rows
 from workbench.errors import IndexFileError
 from workbench.index import (
     IndexConfig,
@@ -63,6 +64,7 @@ from workbench.index import (
     search_by_text,
     sweep,
 )
+from workbench.notebook import skipped_stage, stop_here
 
 pl.Config.set_tbl_rows(40)
 pl.Config.set_tbl_cols(12)
@@ -70,6 +72,11 @@ pl.Config.set_tbl_width_chars(160)
 report_dir = Path(REPORT_DIR) / "06_scann_index"
 report_dir.mkdir(parents=True, exist_ok=True)
 index_dir = Path(WORK_DIR) / "index"
+emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
+if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
+    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
+elif not emb_path.is_file():
+    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
 
 # %% [markdown]
 # ## The fused item vectors and the queries
@@ -88,7 +95,7 @@ if (Path(WORK_DIR) / "encoders").exists():
     from workbench.encoders import load_encoder
 
     encoder = load_encoder(Path(WORK_DIR) / "encoders")
-query_table = cat.queries.collect().sort("query_id") if cat.queries is not None else None
+query_table = cat.queries.collect().sort("query_id") if has_rows(cat, "queries") else None
 rng = np.random.default_rng(SEED)
 pick = rng.choice(len(emb.item_ids), size=min(N_ITEM_QUERIES, len(emb.item_ids)), replace=False)
 noisy = emb.vectors[pick] / np.linalg.norm(emb.vectors[pick], axis=1, keepdims=True)
@@ -196,16 +203,22 @@ def show_hits(hits):
 if encoder is None:
     print("no encoders in", Path(WORK_DIR) / "encoders", "- run notebooks 02 and 03 for cross-modal queries")
 else:
-    texts = query_table["text"].head(2).to_list() if query_table is not None else []
-    show_hits(search_by_text(encoder, reloaded, ["red striped wooden chair", *texts], k=N_SHOWN))
+    texts = query_table["text"].head(2).to_list() if query_table is not None else products["title"].head(2).to_list()
+    if Path(CATALOG_DIR, "truth").is_dir():  # the synthetic vocabulary: colour, pattern, material, category
+        texts = ["red striped wooden chair", *texts]
+    show_hits(search_by_text(encoder, reloaded, texts, k=N_SHOWN))
 
 # %%
-if encoder is not None:
-    with_media = products.filter(pl.col("image").is_not_null() & pl.col("audio").is_not_null()).sort("item_id")
-    example = with_media.row(int(rng.integers(with_media.height)), named=True)
+media = [m for m in ("image", "audio") if encoder is not None and m in encoder.modalities]
+with_media = products.filter(pl.all_horizontal([pl.col(m).is_not_null() for m in media] or [pl.lit(False)]))
+if with_media.height:  # a product with every medium the encoder reads, as the query
+    example = with_media.sort("item_id").row(int(rng.integers(with_media.height)), named=True)
     print("query item:", example["item_id"], "-", example["title"])
-    show_hits(search_by_image(encoder, reloaded, cat.media_path(example["image"]), k=N_SHOWN))
-    show_hits(search_by_audio(encoder, reloaded, cat.media_path(example["audio"]), k=N_SHOWN))
+    search = {"image": search_by_image, "audio": search_by_audio}
+    for m in media:
+        show_hits(search[m](encoder, reloaded, cat.media_path(example[m]), k=N_SHOWN))
+else:
+    print("no product with every medium the encoder reads: cross-modal media queries skipped")
 
 # %% [markdown]
 # ## Metrics

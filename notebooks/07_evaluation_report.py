@@ -57,7 +57,10 @@ from pathlib import Path
 import polars as pl
 from IPython.display import HTML, display
 
+from workbench.catalog import read_catalog
+from workbench.catalog.profiling import has_rows
 from workbench.evaluate.system_run import SystemRunConfig, evaluate_system
+from workbench.notebook import skipped_stage, stop_here
 from workbench.report import to_jsonable, write_json, write_report
 
 pl.Config.set_tbl_rows(60)
@@ -73,6 +76,15 @@ config = SystemRunConfig(
 # retrieves `CANDIDATES` items per query from the saved index (and from an exact
 # index over the same vectors, to measure what the approximation loses),
 # re-ranks them and scores both orders.
+
+# %%
+cat = read_catalog(CATALOG_DIR)
+if why := skipped_stage(Path(REPORT_DIR) / "06_scann_index"):
+    stop_here(f"no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics",
+              Path(REPORT_DIR) / "07_evaluation_report")
+elif not (has_rows(cat, "qrels") or has_rows(cat, "interactions")):
+    stop_here("this catalog has neither search queries with qrels nor interactions: nothing to evaluate",
+              Path(REPORT_DIR) / "07_evaluation_report")
 
 # %%
 run = evaluate_system(CATALOG_DIR, WORK_DIR, config)
