@@ -141,6 +141,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workbench.pipeline import run_series
 
     report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run)
+    run_dir = report.parent if report.name == "index.html" else report
+    series = json.loads((run_dir / "series.json").read_text(encoding="utf-8"))
+    for stem, reason in series.get("stopped", {}).items():
+        print(f"{stem} stopped early: {reason}")
     print(report)
     return 0
 

@@ -8,7 +8,10 @@ stage of one run reads and writes the same folders and the final report
 notebooks' outputs under ``reports/<run>/<stem>/``. Executed copies, with
 their outputs and any traceback, are written to ``reports/<run>/notebooks/``.
 Wall times per notebook go to ``reports/<run>/series.json`` (never into
-``metrics.json``, which must stay byte-identical between runs).
+``metrics.json``, which must stay byte-identical between runs), with each
+notebook's status: ``ok``, ``stopped`` (it ended early through
+``workbench.notebook.stop_here``; ``stopped`` maps it to the reason) or
+``failed``.
 
 A catalog named by the caller is used as it is: notebooks declaring a
 ``GENERATE_SYNTHETIC`` parameter (01) get ``False``; only the default
@@ -31,6 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.notebook import skipped_stage
 from workbench.paths import PROFILES, default_catalog_dir, default_work_dir, project_root
 
 SERIES = (
@@ -156,6 +160,7 @@ def run_series(
 
     walls: dict[str, float] = {}
     status: dict[str, str] = {}
+    stopped: dict[str, str] = {}
     bar = tqdm(paths, desc=f"workbench run {run_name}", unit="notebook", disable=not progress)
     try:
         with _env(WORKBENCH_PROFILE=profile):
@@ -184,7 +189,12 @@ def run_series(
                     raise _failure(stem, out_path, exc) from exc
                 finally:
                     walls[stem] = time.perf_counter() - start
-                status[stem] = "ok"
+                # A notebook the catalog cannot support ends early through stop_here(),
+                # which records why; the series goes on and says so.
+                reason = skipped_stage(run_dir / stem)
+                status[stem] = "ok" if reason is None else "stopped"
+                if reason is not None:
+                    stopped[stem] = reason
     finally:
         # Wall times (also of a failed run) beside the report, never in metrics.json.
         write_json(
@@ -193,6 +203,7 @@ def run_series(
                 "profile": profile,
                 "notebooks": walls,
                 "status": status,
+                "stopped": stopped,
                 "total_s": sum(walls.values()),
             },
             digits=2,
