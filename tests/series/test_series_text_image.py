@@ -7,6 +7,9 @@
    fused-vs-single table.
 2. (realdata) The first 1,200 products of `../shared/data/fashion-products` with
    derived queries: real photos and real titles through the same series.
+3. Text-only catalogs (MovieLens-like without queries, ESCI-like with queries).
+4. (realdata) `../shared/data/hm-sample`: photos for 100 of 1,000 articles, purchases,
+   no queries: fusion stops (nothing to train it on), rankers and next-item evaluation run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 from workbench.pipeline import run_series
 
 pytestmark = pytest.mark.slow
-FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-products"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+FASHION = DATA / "fashion-products"
 
 
 def _outputs(notebook: Path) -> str:
@@ -146,3 +150,23 @@ def test_series_on_text_only_catalogs(tmp_path, n_queries, stopped):
         assert {"queries", "next_item"} <= set(final)
         atlas = json.loads((reports / "04_embedding_space" / "metrics.json").read_text())
         assert set(atlas["spaces"]) == {"text", "fused"} and atlas["modality_gap"] == []
+
+
+@pytest.mark.realdata
+def test_series_on_imported_hm_sample(tmp_path):
+    if not (DATA / "hm-sample").is_dir():
+        pytest.skip(f"{DATA / 'hm-sample'} is absent (real data lives in ../shared/data beside the repository)")
+    from workbench.catalog.loaders.hm import HMImportConfig, import_hm
+
+    import_hm(DATA / "hm-sample", tmp_path / "hm", config=HMImportConfig(progress=False))
+    run_series("ci", catalog=tmp_path / "hm", run_name="hm", reports_root=tmp_path / "reports",
+               work_dir=tmp_path / "work", progress=False)
+    reports = tmp_path / "reports" / "hm"
+    series = json.loads((reports / "series.json").read_text())
+    assert set(series["stopped"]) == {"03_fusion"} and "training queries" in series["stopped"]["03_fusion"]
+    enc = json.loads((reports / "02_encoders" / "metrics.json").read_text())
+    assert enc["modalities"] == ["text", "image"] and enc["ndcg@10"] == {}  # no queries: nothing to score
+    ranks = json.loads((reports / "05_rankers" / "metrics.json").read_text())["catalog"]
+    assert set(ranks) == {"popularity", "bpr", "sequential"}
+    final = json.loads((reports / "07_evaluation_report" / "metrics.json").read_text())
+    assert "next_item" in final and "queries" not in final

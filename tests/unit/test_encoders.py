@@ -335,3 +335,18 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
         EncoderConfig.for_profile("ci", image_backbone="imagenet")
     with pytest.raises(ConfigError, match="efficientnet_lite0"):
         ImageTowerConfig(pretrained=True)
+
+
+def test_catalog_without_queries_trains_on_product_pairs_only(catalog, tmp_path, tiny_text):
+    from workbench.catalog import write_catalog
+
+    src = read_catalog(catalog)
+    bare = read_catalog(write_catalog(tmp_path / "bare", products=src.products.collect(), media_from=catalog / "media"))
+    cfg = tiny_config()
+    tensors = prepare_catalog(bare, cfg, tiny_text, cache_dir=tmp_path / "cache", progress=False)
+    assert tensors.query_ids == [] and tensors.query == {}
+    pairs = query_item_pairs(bare, tensors.item_ids, tensors.query_ids, "train")
+    batch = MultimodalDataset(tensors, cfg.modalities, pairs).__getitems__([0, 1, 2])
+    assert "query_idx" not in batch and batch["text_pooled"].shape[0] == 3
+    out = encode_items(MultimodalEncoder(cfg).eval(), tensors)
+    assert set(out) == {"text", "image", "audio"}  # no "query" without queries

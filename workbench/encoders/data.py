@@ -289,7 +289,8 @@ def prepare_catalog(
             raise CatalogError("prepare_catalog: the config has a text modality but no text tower was given")
         if config.text.frozen:
             text = {"pooled": pooled_text_features(text_tower, texts, cache_dir, "products", progress=progress)}
-            query = {"pooled": pooled_text_features(text_tower, query_texts, cache_dir, "queries", progress=progress)}
+            if query_texts:  # a catalog without queries trains on product pairs only
+                query = {"pooled": pooled_text_features(text_tower, query_texts, cache_dir, "queries", progress=progress)}
         else:
             text = text_tower.tokenize(texts)
             query = text_tower.tokenize(query_texts) if query_texts else {}
