@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +327,44 @@ def load_item_embeddings(path: str | Path, item_ids: Sequence[str] | np.ndarray,
         logger.warning("%s: %d of %d items have no %r embedding: zero rows used", path, missing,
                        len(item_ids), column)
     return out
+
+
+def identity_collate(batch: Any) -> Any:
+    """`collate_fn` for datasets whose `__getitems__` already returns a batched dict."""
+    return batch
+
+
+class TrainedRanker(Ranker):
+    """A ranker whose model is trained by `workbench.train.fit` (BPR, sequential).
+
+    `config_class` is the subclass's dataclass config (validated here; its `train`
+    field is the `TrainConfig`). `eval_fn(ranker) -> dict` (optional) runs after
+    every epoch; its numbers land in `history` (learning curves).
+    """
+
+    config_class: type
+
+    def __init__(self, config: Any | None = None,
+                 eval_fn: Callable[[Ranker], Mapping[str, float]] | None = None) -> None:
+        self.config = config or self.config_class()
+        self.config.validate()
+        super().__init__(self.config.train.device)
+        self.eval_fn = eval_fn
+        self.model: torch.nn.Module | None = None
+        self.history: list[dict[str, Any]] = []
+        self.checkpoint = None
+
+    def _train(self, model: torch.nn.Module, task: Any, data: Any, model_config: dict[str, Any]) -> None:
+        """Fit `model` and keep it, its per-epoch history and its checkpoint folder."""
+        from workbench.train import fit
+
+        self.model = model  # eval_fn scores through self.model while it trains
+        epoch_eval = None
+        if self.eval_fn is not None:
+            def epoch_eval(_model: torch.nn.Module) -> Mapping[str, float]:
+                return self.eval_fn(self)
+        result = fit(model, task, data, self.config.train, model_config=model_config,
+                     collate_fn=identity_collate, eval_fn=epoch_eval)
+        self.model = result.model.eval()
+        self.history = result.history
+        self.checkpoint = result.checkpoint

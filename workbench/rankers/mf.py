@@ -19,9 +19,7 @@ column `fused`) can help in two ways (`BPRConfig.fused`):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +28,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from workbench.errors import ConfigError
-from workbench.rankers.base import Ranker
-from workbench.train import TrainConfig, fit
+from workbench.rankers.base import TrainedRanker
+from workbench.train import TrainConfig
 
 FUSED_MODES = ("none", "init", "regularise", "both")
 
@@ -124,11 +122,6 @@ class BPRTask:
         return out
 
 
-def identity_collate(batch: Any) -> Any:
-    """`__getitems__` already returns a dict of batched tensors."""
-    return batch
-
-
 class BPRDataset(Dataset):
     """Distinct (user, item) pairs; each fetch draws fresh negatives the user has not seen.
 
@@ -178,7 +171,7 @@ def pca_init(embeddings: np.ndarray, dim: int, std: float) -> np.ndarray:
     return (z / (z.std() + 1e-8) * std).astype(np.float32)
 
 
-class BPRRanker(Ranker):
+class BPRRanker(TrainedRanker):
     """Matrix factorisation with BPR, trained by `workbench.train.fit`.
 
     `eval_fn(ranker) -> dict` (optional) runs after every epoch; its numbers land
@@ -186,15 +179,8 @@ class BPRRanker(Ranker):
     """
 
     name = "bpr"
-
-    def __init__(self, config: BPRConfig | None = None,
-                 eval_fn: Callable[[Ranker], Mapping[str, float]] | None = None) -> None:
-        self.config = config or BPRConfig()
-        self.config.validate()
-        super().__init__(self.config.train.device)
-        self.eval_fn = eval_fn
-        self.model: MFModel | None = None
-        self.history: list[dict[str, Any]] = []
+    config_class = BPRConfig
+    model: MFModel | None
 
     def _fit(self, item_embeddings: np.ndarray | None) -> None:
         cfg = self.config
@@ -209,20 +195,11 @@ class BPRRanker(Ranker):
             model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
         if fused_dim:
             model.fused.copy_(torch.from_numpy(item_embeddings))
-        self.model = model
         data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives)
         task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
-        eval_fn = None
-        if self.eval_fn is not None:
-            def eval_fn(_model: nn.Module) -> Mapping[str, float]:
-                return self.eval_fn(self)
         model_config = {"kind": "bpr", "n_users": len(self.user_ids), "n_items": len(self.item_ids),
                         **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"}}
-        result = fit(model, task, data, cfg.train, model_config=model_config,
-                     collate_fn=identity_collate, eval_fn=eval_fn)
-        self.model = result.model.eval()
-        self.history = result.history
-        self.checkpoint = result.checkpoint
+        self._train(model, task, data, model_config)
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()

@@ -20,9 +20,7 @@ Training predicts, at every position, the next item, with one of three losses
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +29,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from workbench.errors import ConfigError
-from workbench.rankers.base import Ranker
-from workbench.rankers.mf import identity_collate
-from workbench.train import TrainConfig, fit
+from workbench.rankers.base import TrainedRanker
+from workbench.train import TrainConfig
 
 LOSSES = ("auto", "softmax", "sampled_softmax", "bce")
 FULL_SOFTMAX_MAX_ITEMS = 20_000
@@ -209,19 +206,12 @@ class SequenceWindows(Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
 
-class SequentialRanker(Ranker):
+class SequentialRanker(TrainedRanker):
     """SASRec-style ranker trained by `workbench.train.fit`; the user is their recent history."""
 
     name = "sequential"
-
-    def __init__(self, config: SequentialConfig | None = None,
-                 eval_fn: Callable[[Ranker], Mapping[str, float]] | None = None) -> None:
-        self.config = config or SequentialConfig()
-        self.config.validate()
-        super().__init__(self.config.train.device)
-        self.eval_fn = eval_fn
-        self.model: SASRecModel | None = None
-        self.history: list[dict[str, Any]] = []
+    config_class = SequentialConfig
+    model: SASRecModel | None
 
     def loss_kind(self) -> str:
         if self.config.loss != "auto":
@@ -242,20 +232,11 @@ class SequentialRanker(Ranker):
                             fused.shape[1] if fused is not None else 0)
         if fused is not None:
             model.fused[1:] = torch.from_numpy(fused)
-        self.model = model
         self._history_windows = torch.from_numpy(last_window(seqs, cfg.max_len)).to(self.device)
         task = SequentialTask(self.loss_kind(), cfg.n_negatives)
-        eval_fn = None
-        if self.eval_fn is not None:
-            def eval_fn(_model: nn.Module) -> Mapping[str, float]:
-                return self.eval_fn(self)
         model_config = {"kind": "sequential", "n_items": n_items, "uses_fused": fused is not None,
                         **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"}}
-        result = fit(model, task, data, cfg.train, model_config=model_config,
-                     collate_fn=identity_collate, eval_fn=eval_fn)
-        self.model = result.model.eval()
-        self.history = result.history
-        self.checkpoint = result.checkpoint
+        self._train(model, task, data, model_config)
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
