@@ -364,15 +364,23 @@ def test_read_item_embeddings_errors(tmp_path):
     assert read_item_embeddings(tmp_path).vectors.shape == (1, 2)
 
 
-def test_scann_builds_are_deterministic(data):
+def test_scann_builds_are_deterministic(data, tmp_path):
     # small partitions (about 50 items) are where ScaNN's random initialisation re-seeded
     # from an unseeded source and two builds disagreed
     ids, x, q = data
     cfg = IndexConfig(kind="scann", num_leaves=60, leaves_to_search=1, reorder=20)
-    first = build_index(ids[:1200], x[:1200], cfg).search_indices(q, 10)
-    second = build_index(ids[:1200], x[:1200], cfg).search_indices(q, 10)
+    a, b = build_index(ids[:1200], x[:1200], cfg), build_index(ids[:1200], x[:1200], cfg)
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    for rel in files:  # partitions, codebooks and codes: byte for byte
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    first, second = a.search_indices(q, 10), b.search_indices(q, 10)
     np.testing.assert_array_equal(first[0], second[0])
-    np.testing.assert_array_equal(first[1], second[1])
+    # The exact re-scoring of the same candidates can differ in the last bit between two
+    # copies of the data (SIMD paths depend on memory alignment; seen once in CI).
+    np.testing.assert_allclose(first[1], second[1], rtol=1e-6, atol=0)
 
 
 def test_build_work_index_saves_a_loadable_index(tmp_path, data):
