@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -327,10 +328,18 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
         saved = list(f.keys())
     assert "towers.image.head.weight" in saved and not any(k.startswith("towers.image.backbone.") for k in saved)
     enc = load_encoder(tmp_path / "enc", device="cpu")
+    config_file = tmp_path / "enc" / "config.json"
+    recorded = json.loads(config_file.read_text())
+    assert set(recorded["frozen_backbones"]) == {"towers.image.backbone."}
     out = encode_items(enc.model, tensors)
     img = enc.encode_images([cat.media_path("media/img0.png")])
     assert torch.allclose(img[0], out["image"][0], atol=1e-4)
     assert EncoderConfig.for_profile("ci", image_backbone="pretrained").image.image_size == 128
+    # Heads saved on one backbone are refused on other backbone weights.
+    recorded["frozen_backbones"]["towers.image.backbone."] = "0" * 20
+    config_file.write_text(json.dumps(recorded))
+    with pytest.raises(CheckpointError, match="frozen backbone"):
+        load_encoder(tmp_path / "enc", device="cpu")
     with pytest.raises(ConfigError, match="image_backbone"):
         EncoderConfig.for_profile("ci", image_backbone="imagenet")
     with pytest.raises(ConfigError, match="efficientnet_lite0"):

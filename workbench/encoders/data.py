@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from workbench.catalog import Catalog, read_catalog
 from workbench.encoders.image import ImageTower
-from workbench.encoders.model import EncoderConfig
+from workbench.encoders.model import EncoderConfig, state_digest
 from workbench.encoders.text import TextTower
 from workbench.errors import CatalogError
 from workbench.evaluate.splits import split_queries
@@ -166,14 +166,6 @@ def build_media_cache(
     return MediaCache(ids, images, image_mask, audio, audio_mask, path)
 
 
-def _backbone_digest(tower: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(tower.backbone.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
 def _cached_features(path: Path, n: int, field: str, compute) -> Tensor:
     """`compute()` once, kept in the safetensors file `path`; a missing, unreadable or
     wrongly sized file is recomputed rather than trusted."""
@@ -190,7 +182,7 @@ def pooled_text_features(
     batch_size: int = 256, progress: bool = True,
 ) -> Tensor:
     """Frozen-backbone pooled outputs (N, hidden) float32 on the CPU, cached by weights and texts."""
-    key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.max_length, _digest(*texts))
+    key = _digest(CACHE_VERSION, state_digest(tower.backbone), tower.config.max_length, _digest(*texts))
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
     return _cached_features(
         folder / f"text-{name}-{key}.safetensors", len(texts), "pooled",
@@ -208,7 +200,7 @@ def pooled_image_features(
     hwc = images.permute(0, 2, 3, 1)  # the media cache's own layout: hashed without a copy
     h = hashlib.sha256((hwc if hwc.is_contiguous() else hwc.contiguous()).numpy())
     h.update(mask.numpy())
-    key = _digest(CACHE_VERSION, _backbone_digest(tower), tower.config.input_stats, h.hexdigest())
+    key = _digest(CACHE_VERSION, state_digest(tower.backbone), tower.config.input_stats, h.hexdigest())
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
 
     def compute() -> Tensor:

@@ -234,9 +234,34 @@ def load_state(
     module.load_state_dict(state, strict=False)
 
 
+def state_digest(module: nn.Module) -> str:
+    """A short sha256 of a module's tensors (names, values): which weights a backbone holds."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def _frozen_digests(model: MultimodalEncoder) -> dict[str, str]:
+    state = model.state_dict()
+    return {
+        prefix: state_digest(model.get_submodule(prefix.rstrip(".")))
+        for prefix in model.frozen_prefixes()
+        if any(k.startswith(prefix) for k in state)
+    }
+
+
 def save_encoder(model: MultimodalEncoder, folder: str | Path, extra: dict | None = None) -> Path:
-    """Save a trained encoder (weights + config) to `folder`, typically `<work>/encoders`."""
-    payload = {"kind": "multimodal_encoder", "config": model.config.to_dict(), **(extra or {})}
+    """Save a trained encoder (weights + config) to `folder`, typically `<work>/encoders`.
+
+    Frozen pretrained backbones are not copied (they reload from their package or
+    folder); the digest of their weights is recorded so a load onto other weights fails.
+    """
+    payload = {"kind": "multimodal_encoder", "config": model.config.to_dict(),
+               "frozen_backbones": _frozen_digests(model), **(extra or {})}
     return write_checkpoint(folder, model.state_to_save(), payload)
 
 
@@ -257,4 +282,12 @@ def load_encoder_model(folder: str | Path, config: EncoderConfig | None = None) 
         raise CheckpointError(f"{Path(folder) / WEIGHTS_FILE}: trained with d={saved.d}, but the config asks for d={config.d}")
     model = MultimodalEncoder(config or saved)
     load_state(model, state, str(Path(folder) / WEIGHTS_FILE), allow_missing=model.frozen_prefixes() or None)
+    recorded = payload.get("frozen_backbones", {})
+    for prefix, digest in _frozen_digests(model).items():
+        if prefix in recorded and recorded[prefix] != digest:
+            raise CheckpointError(
+                f"{cfg_file}: the heads were trained on a frozen backbone ({prefix.rstrip('.')}) whose weights "
+                f"had digest {recorded[prefix]}; the weights loaded now have {digest}. Retrain (notebook 02) "
+                "or restore the backbone's original weights"
+            )
     return model.eval()
