@@ -89,7 +89,7 @@ if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally w
 cat = read_catalog(CATALOG_DIR)
 modalities = cat.modalities
 labels = item_labels(cat)  # the synthetic ground truth when there is one, else category + attributes
-synthetic = (Path(CATALOG_DIR) / "truth").is_dir()
+synthetic = cat.has_truth
 if note := absent_modalities_note(cat):
     print(note)
 if len(modalities) < 2 and not has_rows(cat, "qrels"):

@@ -130,7 +130,7 @@ atlas(main, "top_category", with_thumbnails=False).show()
 # (where colour is rarely written) they should not.
 
 # %%
-synthetic = Path(CATALOG_DIR, "truth").is_dir()
+synthetic = cat.has_truth
 by_attribute = ((main, "colour"), (main, "material"), ("text", "colour")) if synthetic else [(main, a) for a in attributes[1:3]]
 for name, attr in by_attribute:
     if name in spaces and attr in labels.columns:

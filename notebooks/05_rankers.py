@@ -150,7 +150,7 @@ for name, ranker in rankers.items():
 
 # %%
 per_user = {name: ex.evaluate_ranker(r, split.test, k=K, per_query=True) for name, r in rankers.items()}
-if Path(CATALOG_DIR, "truth").is_dir():
+if cat.has_truth:
     per_user["oracle"] = ex.oracle_metrics(read_truth(CATALOG_DIR), split.train, split.test, item_ids, k=K, per_query=True)
 
 # %% [markdown]

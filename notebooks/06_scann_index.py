@@ -204,7 +204,7 @@ if encoder is None:
     print("no encoders in", Path(WORK_DIR) / "encoders", "- run notebooks 02 and 03 for cross-modal queries")
 else:
     texts = query_table["text"].head(2).to_list() if query_table is not None else products["title"].head(2).to_list()
-    if Path(CATALOG_DIR, "truth").is_dir():  # the synthetic vocabulary: colour, pattern, material, category
+    if cat.has_truth:  # the synthetic vocabulary: colour, pattern, material, category
         texts = ["red striped wooden chair", *texts]
     show_hits(search_by_text(encoder, reloaded, texts, k=N_SHOWN))
 

@@ -91,3 +91,10 @@ def test_absent_modality_is_named_once(tmp_path):
         "(modalities used: text)"
     )
     assert not prof.has_rows(cat, "interactions") and not prof.has_rows(cat, "qrels")
+
+
+def test_has_truth_only_with_a_truth_folder(tmp_path):
+    cat = make_catalog(tmp_path)
+    assert not cat.has_truth
+    (cat.root / "truth").mkdir()
+    assert read_catalog(cat.root).has_truth

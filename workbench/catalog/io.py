@@ -103,6 +103,11 @@ class Catalog:
         return resolve_media(self.root, rel)
 
     @property
+    def has_truth(self) -> bool:
+        """Whether this catalog carries a synthetic ground truth (`truth/`; see `read_truth`)."""
+        return (self.root / TRUTH_DIR).is_dir()
+
+    @property
     def modalities(self) -> tuple[str, ...]:
         """Modalities present for at least one product ('text' always)."""
         counts = self.products.select(

@@ -84,16 +84,12 @@ def item_labels(cat: Catalog) -> pl.DataFrame:
     when there is one, otherwise the products' own `attributes` JSON (values as text).
     """
     from workbench.catalog.io import read_truth
-    from workbench.errors import CatalogError
 
     base = cat.products.select("item_id", "title", "category").collect().with_columns(
         pl.col("category").str.split("/").list.first().alias("top_category"),
         pl.col("category").str.split("/").list.last().alias("leaf_category"),
     )
-    try:
-        truth = read_truth(cat.root)["items"]
-    except (CatalogError, KeyError):
-        truth = None
+    truth = read_truth(cat.root).get("items") if cat.has_truth else None
     if truth is not None:
         extra = truth.drop([c for c in base.columns if c in truth.columns and c != "item_id"])
     else:
