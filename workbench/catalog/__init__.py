@@ -3,15 +3,23 @@
 from workbench.catalog.io import (
     Catalog,
     CatalogWriter,
+    media_digest,
     read_catalog,
     read_truth,
     resolve_media,
-    sha256_file,
+    sha256_file,  # re-exported from workbench.files (notebooks import it from here)
     validate_catalog,
     write_catalog,
-    write_json_atomic,
+    write_json_atomic,  # re-exported from workbench.files
 )
-from workbench.catalog.schema import EVENTS, SCHEMAS, TABLES, Problem, validate_table
+from workbench.catalog.schema import (
+    EVENTS,
+    SCHEMAS,
+    TABLES,
+    Problem,
+    ValidationLimits,
+    validate_table,
+)
 
 __all__ = [
     "EVENTS",
@@ -20,6 +28,8 @@ __all__ = [
     "Catalog",
     "CatalogWriter",
     "Problem",
+    "ValidationLimits",
+    "media_digest",
     "read_catalog",
     "read_truth",
     "resolve_media",

@@ -49,11 +49,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from workbench.catalog.io import CatalogWriter
 from workbench.catalog.synthetic_media import COLOUR_RGB, MATERIALS, PATTERNS, render_block
 from workbench.errors import ConfigError
+from workbench.progress import progress_bar
 
 __all__ = [
     "SyntheticConfig",
@@ -891,10 +891,10 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
             if pool is not None:
                 pending = [pool.apply_async(render_block, t) for t in tasks]
             else:
-                for t in tqdm(tasks, desc="media", disable=not progress):
+                for t in progress_bar(tasks, desc="media", enabled=progress):
                     render_block(*t)
         try:
-            for lo in tqdm(range(0, cfg.n_items, cfg.chunk_size), desc="products", disable=not progress):
+            for lo in progress_bar(range(0, cfg.n_items, cfg.chunk_size), desc="products", enabled=progress):
                 chunk = product_jobs.pop(0).get() if product_jobs else _products_chunk(cfg, *_part(items, lo, cfg))
                 w.append_table("products", chunk)
             w.write_truth("items", _truth_items(cfg, items))
@@ -902,7 +902,7 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
             if cfg.n_users:
                 user_rows = []
                 batch = 128  # users per batch: their (batch, 11520) CDFs stay cache- and memory-friendly
-                for lo in tqdm(range(0, cfg.n_users, batch), desc="users", disable=not progress):
+                for lo in progress_bar(range(0, cfg.n_users, batch), desc="users", enabled=progress):
                     idx = np.arange(lo, min(lo + batch, cfg.n_users), dtype=np.int64)
                     users = _draw_users(cfg, idx)
                     w.append_table("interactions", _interactions_batch(cfg, sampler, items, idx, users, item_id_arr))
@@ -927,7 +927,7 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
             }))
             _write_attributes_json(w.truth_dir / "attributes.json", cfg)
             if pending:
-                done = tqdm(total=len(pending), desc="media", disable=not progress)
+                done = progress_bar(total=len(pending), desc="media", enabled=progress)
                 for p in pending:
                     p.get()
                     done.update()

@@ -9,19 +9,18 @@ Undecodable or tiny files are left out and the product keeps its text.
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from workbench.catalog.loaders import ImportReport
 from workbench.errors import MediaError
+from workbench.files import atomic_path
 from workbench.media import load_image
+from workbench.progress import progress_bar
 
 JPEG_QUALITY = 95
 
@@ -33,9 +32,8 @@ class ImagePolicy:
 
 
 def _save_jpeg_atomic(img: Image.Image, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
 
 
 def import_image(
@@ -92,7 +90,7 @@ def import_images(
     folder.mkdir(parents=True, exist_ok=True)
     column: list[str | None] = []
     missing = 0
-    for item in tqdm(item_ids, desc=desc, disable=not progress):
+    for item in progress_bar(item_ids, desc=desc, enabled=progress):
         photo = find(item)
         if photo is None:
             missing += 1
