@@ -6,12 +6,17 @@ returns a `VectorIndex`, whose `search(queries, k)` returns item ids and scores.
 Similarity is the dot product of L2-normalised vectors (cosine), for items and
 queries alike.
 
-Saved indexes are folders written atomically (a temporary sibling folder, then a
-rename): `index.json` (settings, the embedding fingerprint, a sha256 of every
-other file), `items.parquet` (the item-id table, plus any per-item columns such
-as fusion weights) and either `scann/` (ScaNN's own assets) or `vectors.npy`
-(exact). `load_index` refuses missing, extra or altered files and, when given the
-embeddings it will be used with, a fingerprint that does not match them.
+Saved indexes are folders published atomically (`workbench.files.staging_dir`):
+`index.json` (settings, the embedding fingerprint, a sha256 of every other file),
+`items.parquet` (the item-id table, plus any per-item columns such as fusion
+weights) and either `scann/` (ScaNN's own assets) or `vectors.npy` (exact).
+`load_index` checks every field of `index.json` against a schema before it reads
+anything else, then refuses missing, extra, linked or altered files, an item table
+or vector file that does not match `index.json` and, when given the embeddings it
+will be used with, a fingerprint that does not match them.
+
+ScaNN's C++ code logs through absl straight to file descriptor 2; those lines are
+captured around each native call and passed to this module's logger at DEBUG.
 
 Tuning: `sweep` measures recall@k against `ExactIndex`, queries/s and build time
 for each setting; `choose_setting` picks the fastest that meets a recall target.
@@ -22,14 +27,19 @@ weights, which say which modality the item's fused vector leans on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
-import shutil
+import re
+import stat
+import sys
+import tempfile
+import threading
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +50,13 @@ import torch
 
 from workbench.device import resolve_device
 from workbench.errors import CatalogError, ConfigError, IndexFileError
+from workbench.files import (
+    atomic_path,
+    sha256_file,
+    staging_dir,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 
 FORMAT_NAME = "workbench-vector-index"
 FORMAT_VERSION = 1
@@ -52,6 +69,9 @@ VECTORS_FILE = "vectors.npy"
 # matrix product is already sub-millisecond per query and partitioning only costs recall.
 DEFAULT_BRUTE_FORCE_THRESHOLD = 20_000
 MIN_PARTITION_SIZE = 50  # ScaNN's default min_cluster_size; fewer items per leaf is wasted work
+SCANN_ASSETS = f"{SCANN_DIR}/scann_assets.pbtxt"
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- config
@@ -274,16 +294,28 @@ class VectorIndex:
         raise NotImplementedError
 
     def save(self, directory: str | Path, overwrite: bool = True) -> Path:
-        """Write the index folder atomically; an existing folder is replaced only on success."""
+        """Write the index folder atomically; an existing index is replaced only on success.
+
+        The folder is built in a staging sibling and swapped in whole, so `directory`
+        always holds a complete index; a save killed midway leaves a staging folder
+        that the next save to the same place removes.
+        """
         target = Path(directory)
-        if target.exists() and not overwrite:
-            raise IndexFileError(f"{target}: exists; pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
-            self.items.write_parquet(staging / ITEMS_FILE)
-            self._payload(staging)
+        if target.exists():
+            if not overwrite:
+                raise IndexFileError(f"{target}: exists; pass overwrite=True to replace it")
+            # replacing deletes the old folder: never do that to something that is not an index
+            if not target.is_dir() or (
+                any(target.iterdir()) and not (target / META_FILE).is_file()
+            ):
+                raise IndexFileError(
+                    f"{target}: exists and is not a saved index (no {META_FILE}); "
+                    "refusing to replace it; expected a new path or an index folder"
+                )
+        with staging_dir(target) as staging:
+            write_parquet_atomic(staging.path / ITEMS_FILE, self.items)
+            self._payload(staging.path)
+            written = staging.files()
             meta = {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
@@ -296,20 +328,10 @@ class VectorIndex:
                     "shape": [self.n_items, self.dim],
                     "dtype": "float32",
                 },
-                "files": {rel: _sha256_file(staging / rel) for rel in _list_files(staging)},
+                "files": {rel: sha256_file(staging.path / rel) for rel in written},
             }
-            (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            _fsync_tree(staging)
-            old = None
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-            os.replace(staging, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            write_json_atomic(staging.path / META_FILE, meta)
+            staging.publish()
         return target
 
 
@@ -347,7 +369,9 @@ class ExactIndex(VectorIndex):
         return idx, scores
 
     def _payload(self, folder: Path) -> None:
-        np.save(folder / VECTORS_FILE, self.vectors, allow_pickle=False)
+        # an open file: np.save would append ".npy" to the temporary name
+        with atomic_path(folder / VECTORS_FILE) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, self.vectors, allow_pickle=False)
 
 
 class ScannIndex(VectorIndex):
@@ -383,7 +407,61 @@ class ScannIndex(VectorIndex):
     def _payload(self, folder: Path) -> None:
         (folder / SCANN_DIR).mkdir()
         # relative paths: the folder is renamed after writing and may be moved later
-        self.searcher.serialize(str(folder / SCANN_DIR), relative_path=True)
+        with _native_stderr_to_log("ScaNN serialize"):
+            self.searcher.serialize(str(folder / SCANN_DIR), relative_path=True)
+
+
+# fd 2 belongs to the whole process: one capture at a time (re-entrant, as each level
+# saves and restores whatever fd 2 was when it began)
+_STDERR_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log(what: str) -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to this module's logger (DEBUG).
+
+    ScaNN logs through absl, which writes straight to fd 2 ("WARNING: All log messages
+    before absl::InitializeLog() ...", "I0000 ... partitioner_factory_base.cc:58] ...")
+    and reads no environment variable that turns this off (absl's --minloglevel and
+    --stderrthreshold are command-line flags only). So fd 2 points at a temporary file
+    for the duration and is restored in `finally`. In a Jupyter kernel fd 2 is
+    ipykernel's pipe to the notebook, and that pipe is what is put back.
+    If the call raises, the captured text is also written back to stderr, since it
+    may explain the failure; if the process dies inside the call (an absl CHECK
+    aborts), the lines stay in the temporary file, named workbench-native-stderr-*.
+    Python code writing to stderr from another thread meanwhile is captured too.
+    """
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 at all (a daemon): nothing reaches a terminal anyway
+            yield
+            return
+        sink = tempfile.NamedTemporaryFile(prefix="workbench-native-stderr-", delete=False)
+        failed = False
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()  # Python's own buffered text belongs before the capture
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace")
+            sink.close()
+            os.unlink(sink.name)
+            for line in text.splitlines():
+                if line.strip():
+                    log.debug("%s: %s", what, line)
+            if failed and text and sys.stderr is not None:
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
 
 def _scann():
@@ -416,7 +494,8 @@ def _build_scann(vectors: np.ndarray, cfg: IndexConfig):
     )
     if cfg.reorder:
         builder = builder.reorder(cfg.reorder)
-    return builder.build()
+    with _native_stderr_to_log("ScaNN build"):
+        return builder.build()
 
 
 def build_index(
@@ -462,26 +541,349 @@ def _item_table(ids: np.ndarray, items: pl.DataFrame | None) -> pl.DataFrame:
     return joined
 
 
+# --------------------------------------------------------------------------- index.json schema
+#
+# `load_index` checks index.json against this schema before it reads anything else, so
+# a tampered or hand-edited file gets an IndexFileError naming the field and what was
+# expected instead of a TypeError or KeyError deep inside loading.
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A leaf: what the error message says was expected, and the test of a value."""
+
+    expected: str
+    ok: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class _Object:
+    """A JSON object with exactly these fields: none missing, none unknown."""
+
+    fields: Mapping[str, _Value | _Object | _Map]
+    expected: str = "a JSON object"
+
+
+@dataclass(frozen=True)
+class _Map:
+    """A JSON object whose keys are data (file paths), each key and value checked."""
+
+    key: _Value
+    value: _Value
+    expected: str
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int  # not bool: JSON true is no count
+
+
+def _int_at_least(lo: int) -> _Value:
+    what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+    return _Value(what, lambda v: _is_int(v) and v >= lo)
+
+
+def _exactly(value: Any) -> _Value:
+    return _Value(json.dumps(value), lambda v: type(v) is type(value) and v == value)
+
+
+def _one_of(*values: str) -> _Value:
+    return _Value("one of " + ", ".join(map(json.dumps, values)), lambda v: v in values)
+
+
+def _matches(pattern: str, expected: str) -> _Value:
+    regex = re.compile(pattern)
+    return _Value(expected, lambda v: isinstance(v, str) and regex.fullmatch(v) is not None)
+
+
+def _is_relative_inside(key: Any) -> bool:
+    """A relative POSIX path without '.', '..' or empty parts: a name inside the folder."""
+    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key or "\0" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+_DIGEST = _matches(r"[0-9a-fA-F]{64}", "a 64-character hex digest")
+_KIND = _one_of("scann", "exact")
+
+# one entry per IndexConfig field (a test keeps the two in step); saved configs are
+# resolved, so no field is null and kind is never "auto"
+_CONFIG_SCHEMA = _Object(
+    {
+        "kind": _KIND,
+        "num_leaves": _int_at_least(1),
+        "leaves_to_search": _int_at_least(1),
+        "reorder": _int_at_least(0),
+        "dims_per_block": _int_at_least(1),
+        "anisotropic_threshold": _Value(
+            "a finite number",
+            lambda v: type(v) in (int, float) and math.isfinite(v),
+        ),
+        "training_sample_size": _int_at_least(1),
+        "spherical": _Value("true or false", lambda v: type(v) is bool),
+        "brute_force_threshold": _int_at_least(0),
+        "num_threads": _int_at_least(0),
+        "batch_size": _int_at_least(1),
+        "device": _matches(
+            r"auto|cpu|mps|cuda(:\d+)?", '"auto", "cpu", "mps", "cuda" or "cuda:<n>"'
+        ),
+    }
+)
+
+_META_SCHEMA = _Object(
+    {
+        "format": _exactly(FORMAT_NAME),
+        "version": _exactly(FORMAT_VERSION),
+        "kind": _KIND,
+        "n_items": _int_at_least(1),
+        "dim": _int_at_least(1),
+        "embeddings": _Object(
+            {
+                "sha256": _DIGEST,
+                "shape": _Value(
+                    "[n_items, dim], a list of two positive integers",
+                    lambda v: (
+                        isinstance(v, list)
+                        and len(v) == 2
+                        and all(_is_int(x) and x >= 1 for x in v)
+                    ),
+                ),
+                "dtype": _exactly("float32"),
+            }
+        ),
+        "config": _CONFIG_SCHEMA,
+        "files": _Map(
+            key=_Value(
+                "a relative path inside the index folder (not absolute, no '..')",
+                _is_relative_inside,
+            ),
+            value=_DIGEST,
+            expected="a JSON object mapping each file's relative path to its sha256",
+        ),
+    }
+)
+
+
+def _shown(value: Any) -> str:
+    """A value as index.json spells it, shortened, with its JSON type."""
+    if value is None:
+        return "null"
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
+    text = json.dumps(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({kinds.get(type(value), type(value).__name__)})"
+
+
+def _validate(value: Any, spec: _Value | _Object | _Map, name: str, where: Path) -> None:
+    """Raise IndexFileError naming `where`, the dotted field `name` and what `spec` expects."""
+    if not isinstance(spec, _Value) and not isinstance(value, dict):
+        subject = f"field '{name}' is" if name else "holds"
+        raise IndexFileError(f"{where}: {subject} {_shown(value)}; expected {spec.expected}")
+    if isinstance(spec, _Value):
+        if not spec.ok(value):
+            raise IndexFileError(
+                f"{where}: field '{name}' is {_shown(value)}; expected {spec.expected}"
+            )
+    elif isinstance(spec, _Map):
+        for key, item in value.items():
+            if not spec.key.ok(key):
+                raise IndexFileError(
+                    f"{where}: field '{name}' has the key {json.dumps(key)}; "
+                    f"expected {spec.key.expected}"
+                )
+            _validate(item, spec.value, f"{name}[{json.dumps(key)}]", where)
+    else:
+        for key, sub in spec.fields.items():
+            child = f"{name}.{key}" if name else key
+            if key not in value:
+                raise IndexFileError(
+                    f"{where}: field '{child}' is missing; expected {sub.expected}"
+                )
+            _validate(value[key], sub, child, where)
+        unknown = sorted(set(value) - set(spec.fields))
+        if unknown:
+            names = ", ".join(f"'{name}.{k}'" if name else f"'{k}'" for k in unknown)
+            raise IndexFileError(
+                f"{where}: unknown field(s) {names}; expected only {', '.join(spec.fields)}"
+            )
+
+
+def _check_consistency(meta: dict[str, Any], where: Path) -> None:
+    """What the schema cannot say field by field: fields that must agree with each other."""
+    n, dim, kind, cfg = meta["n_items"], meta["dim"], meta["kind"], meta["config"]
+    if meta["embeddings"]["shape"] != [n, dim]:
+        raise IndexFileError(
+            f"{where}: field 'embeddings.shape' is {meta['embeddings']['shape']}; "
+            f"expected [n_items, dim] = [{n}, {dim}]"
+        )
+    if cfg["kind"] != kind:
+        raise IndexFileError(
+            f"{where}: field 'config.kind' is {json.dumps(cfg['kind'])}; "
+            f"expected {json.dumps(kind)}, the field 'kind'"
+        )
+    if kind == "scann" and cfg["num_leaves"] > n:
+        raise IndexFileError(
+            f"{where}: field 'config.num_leaves' is {cfg['num_leaves']}; "
+            f"expected at most n_items = {n}"
+        )
+    if kind == "scann" and cfg["leaves_to_search"] > cfg["num_leaves"]:
+        raise IndexFileError(
+            f"{where}: field 'config.leaves_to_search' is {cfg['leaves_to_search']}; "
+            f"expected at most config.num_leaves = {cfg['num_leaves']}"
+        )
+    required = [ITEMS_FILE, VECTORS_FILE] if kind == "exact" else [ITEMS_FILE, SCANN_ASSETS]
+    missing = [rel for rel in required if rel not in meta["files"]]
+    if missing:
+        raise IndexFileError(
+            f"{where}: field 'files' lacks {missing}; expected the files of a {kind} index"
+        )
+    stray = sorted(
+        rel
+        for rel in meta["files"]
+        if rel not in required and not (kind == "scann" and rel.startswith(f"{SCANN_DIR}/"))
+    )
+    if stray:
+        holds = (
+            f"{ITEMS_FILE} and {VECTORS_FILE}"
+            if kind == "exact"
+            else f"{ITEMS_FILE} and {SCANN_DIR}/…"
+        )
+        raise IndexFileError(
+            f"{where}: field 'files' lists {stray}; "
+            f"expected only the files of a {kind} index ({holds})"
+        )
+
+
 # --------------------------------------------------------------------------- persistence
 
 
-def _list_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        # json.loads would keep the last silently: two values, no way to know which was meant
+        raise ValueError(f"key(s) {repeated} appear more than once in one object")
+    return dict(pairs)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
 
 
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """index.json parsed and checked against the schema; nothing else is read first."""
+    try:
+        mode = os.lstat(meta_path).st_mode
+    except FileNotFoundError:
+        raise IndexFileError(
+            f"{meta_path}: missing; not a saved index (expected {META_FILE})"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise IndexFileError(
+            f"{meta_path}: is {_file_kind(mode)}; expected the JSON file VectorIndex.save writes"
+        )
+    text = meta_path.read_bytes()
+    # JSON, UTF-8 and duplicate-key errors are all ValueErrors; deep nesting recurses
+    try:
+        meta = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as exc:
+        raise IndexFileError(
+            f"{meta_path}: not valid JSON ({exc}); expected the file VectorIndex.save writes"
+        ) from exc
+    # "format" is the schema's first field: another file format is named as such first
+    _validate(meta, _META_SCHEMA, "", meta_path)
+    _check_consistency(meta, meta_path)
+    return meta
+
+
+def _files_in(folder: Path) -> list[str]:
+    """Relative paths of the regular files under `folder`, sorted.
+
+    Links and special files are refused: save writes neither, a link could point
+    outside the folder, and a fifo would hang the checksum.
+    """
+    found = []
+    for root, dirs, names in os.walk(folder):  # followlinks=False: never leaves the folder
+        for name in sorted(dirs + names):
+            path = Path(root) / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                found.append(path.relative_to(folder).as_posix())
+            elif not stat.S_ISDIR(mode):
+                raise IndexFileError(
+                    f"{path}: is {_file_kind(mode)}; expected only regular files and "
+                    "folders inside the index folder"
+                )
+    return sorted(found)
+
+
+def _read_items(path: Path, n_items: int) -> pl.DataFrame:
+    """items.parquet: readable, a unique non-null string `item_id` per row, n_items rows."""
+    try:
+        items = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise IndexFileError(f"{path}: not a readable parquet file ({exc})") from exc
+    if "item_id" not in items.columns:
+        raise IndexFileError(
+            f"{path}: no item_id column (columns: {items.columns}); "
+            "expected an item_id column of strings"
+        )
+    ids = items["item_id"]
+    if ids.dtype != pl.String:
+        raise IndexFileError(f"{path}: column item_id is {ids.dtype}; expected strings")
+    if ids.null_count():
+        raise IndexFileError(
+            f"{path}: column item_id holds {ids.null_count()} null(s); expected an id in every row"
+        )
+    repeated = ids.filter(ids.is_duplicated()).unique(maintain_order=True).head(5).to_list()
+    if repeated:
+        raise IndexFileError(f"{path}: column item_id repeats {repeated}; expected unique ids")
+    if items.height != n_items:
+        raise IndexFileError(
+            f"{path}: {items.height} rows; expected n_items = {n_items} (from {META_FILE})"
+        )
+    return items
+
+
+def _read_vectors(path: Path, n_items: int, dim: int) -> np.ndarray:
+    """vectors.npy: a float32 (n_items, dim) array, read without pickle."""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexFileError(f"{path}: not a readable .npy file ({exc})") from exc
+    if not isinstance(vectors, np.ndarray):  # an .npz archive under the .npy name
+        raise IndexFileError(f"{path}: an .npz archive; expected one .npy array")
+    if vectors.dtype != np.float32 or vectors.shape != (n_items, dim):
+        raise IndexFileError(
+            f"{path}: {vectors.dtype} array of shape {vectors.shape}; "
+            f"expected float32 of shape {(n_items, dim)} (n_items, dim)"
+        )
+    return vectors
+
+
+def _read_scann_assets(scann_dir: Path, recorded: Mapping[str, str]) -> str:
+    """scann_assets.pbtxt, whose every asset_path names a file recorded in index.json
+    (an absolute or '..' path would make ScaNN read outside the folder)."""
+    path = scann_dir / "scann_assets.pbtxt"
+    try:
+        assets = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexFileError(f"{path}: unreadable ({exc})") from exc
+    for asset in re.findall(r'asset_path:\s*"([^"]*)"', assets):
+        if not _is_relative_inside(asset) or f"{SCANN_DIR}/{asset}" not in recorded:
+            raise IndexFileError(
+                f"{path}: asset_path {json.dumps(asset)}; expected the name of a file in "
+                f"{SCANN_DIR}/ recorded in {META_FILE}"
+            )
+    return assets
 
 
 def load_index(
@@ -489,28 +891,23 @@ def load_index(
     expected_vectors: np.ndarray | str | None = None,
     device: str | None = None,
 ) -> VectorIndex:
-    """Load a saved index after checking every file against its recorded sha256.
+    """Load a saved index after checking index.json and every file against it.
 
     expected_vectors: the embeddings the index will be used with (an array) or their
     `embedding_fingerprint`; a mismatch raises `IndexFileError` (rebuild the index).
+    Any other fault (a field of index.json, a missing, extra, linked or altered file,
+    an item table or vector file unlike index.json) raises `IndexFileError` too.
     """
     folder = Path(directory)
-    meta_path = folder / META_FILE
-    if not folder.is_dir():
+    if not folder.exists():
         raise IndexFileError(f"{folder}: no index folder here")
-    if not meta_path.is_file():
-        raise IndexFileError(f"{meta_path}: missing; not a saved index (expected {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexFileError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+    if not folder.is_dir():
         raise IndexFileError(
-            f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')!r}; "
-            f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}"
+            f"{folder}: not a folder; expected a saved index folder holding {META_FILE}"
         )
-    recorded: dict[str, str] = meta.get("files", {})
-    present = set(_list_files(folder)) - {META_FILE}
+    meta = _read_meta(folder / META_FILE)
+    recorded: dict[str, str] = meta["files"]
+    present = set(_files_in(folder)) - {META_FILE}
     missing = sorted(set(recorded) - present)
     if missing:
         raise IndexFileError(f"{folder}: missing file(s) {missing} recorded in {META_FILE}")
@@ -519,12 +916,12 @@ def load_index(
         # never load what was not written by save (ScaNN would unpickle scann_docids.pkl)
         raise IndexFileError(f"{folder}: unexpected file(s) {extra} not recorded in {META_FILE}")
     for rel, digest in recorded.items():
-        if _sha256_file(folder / rel) != digest:
+        if sha256_file(folder / rel) != digest.lower():
             raise IndexFileError(
                 f"{folder / rel}: sha256 differs from {META_FILE}; file was altered"
             )
 
-    fingerprint = meta["embeddings"]["sha256"]
+    fingerprint = meta["embeddings"]["sha256"].lower()
     if expected_vectors is not None:
         expected = (
             expected_vectors
@@ -538,39 +935,28 @@ def load_index(
                 "rebuild the index for these embeddings"
             )
 
+    n_items, dim = meta["n_items"], meta["dim"]
     cfg_dict = dict(meta["config"])
     if device is not None:
         cfg_dict["device"] = device
     cfg = IndexConfig(**cfg_dict)
-    items = pl.read_parquet(folder / ITEMS_FILE)
+    items = _read_items(folder / ITEMS_FILE, n_items)
     ids = np.asarray(items["item_id"].to_list(), dtype=str)
-    if ids.shape[0] != meta["n_items"]:
-        raise IndexFileError(
-            f"{folder / ITEMS_FILE}: {ids.shape[0]} rows, expected {meta['n_items']}"
-        )
     if meta["kind"] == "exact":
-        vectors = np.load(folder / VECTORS_FILE, allow_pickle=False)
-        if vectors.shape != (meta["n_items"], meta["dim"]):
-            raise IndexFileError(
-                f"{folder / VECTORS_FILE}: shape {vectors.shape}, expected "
-                f"{(meta['n_items'], meta['dim'])}"
-            )
+        vectors = _read_vectors(folder / VECTORS_FILE, n_items, dim)
         return ExactIndex(ids, vectors, cfg, fingerprint, items)
-    if meta["kind"] == "scann":
-        ops = _scann()
-        scann_dir = folder / SCANN_DIR
-        assets = (scann_dir / "scann_assets.pbtxt").read_text()
-        try:
+    ops = _scann()
+    scann_dir = folder / SCANN_DIR
+    assets = _read_scann_assets(scann_dir, recorded)
+    try:
+        with _native_stderr_to_log("ScaNN load"):
             raw = ops.scann_pybind.ScannNumpy(str(scann_dir), assets)
-        except Exception as exc:  # ScaNN raises plain RuntimeError on bad assets
-            raise IndexFileError(f"{scann_dir}: ScaNN could not load its assets ({exc})") from exc
-        searcher = ops.ScannSearcher(raw)
-        if searcher.size() != meta["n_items"]:
-            raise IndexFileError(
-                f"{scann_dir}: {searcher.size()} vectors, expected {meta['n_items']}"
-            )
-        return ScannIndex(ids, meta["dim"], cfg, fingerprint, items, searcher)
-    raise IndexFileError(f"{meta_path}: kind {meta['kind']!r}; expected 'scann' or 'exact'")
+    except Exception as exc:  # ScaNN raises plain RuntimeError on bad assets
+        raise IndexFileError(f"{scann_dir}: ScaNN could not load its assets ({exc})") from exc
+    searcher = ops.ScannSearcher(raw)
+    if searcher.size() != n_items:
+        raise IndexFileError(f"{scann_dir}: {searcher.size()} vectors, expected {n_items}")
+    return ScannIndex(ids, dim, cfg, fingerprint, items, searcher)
 
 
 # --------------------------------------------------------------------------- tuning
@@ -639,7 +1025,7 @@ def sweep(
     time. qps is the best of `repeats` timed passes over all queries. `exact` can
     pass precomputed exact top-k row indices (from `exact_baseline`).
     """
-    from tqdm.auto import tqdm
+    from workbench.progress import progress_bar
 
     arr = _as_matrix(vectors, "item vectors")
     q = _as_matrix(queries, "queries")
@@ -651,7 +1037,7 @@ def sweep(
     leaf_counts = sorted(set(num_leaves)) if num_leaves is not None else [base.num_leaves]
     rows = []
     total = sum(len({min(v, nl) for v in leaves_list}) for nl in leaf_counts) * len(reorder_list)
-    bar = tqdm(total=total, desc="sweep", disable=not progress)
+    bar = progress_bar(total=total, desc="sweep", enabled=progress)
     for nl in leaf_counts:
         # build with the largest reorder so any smaller one can be asked for at query time
         cfg = replace(base, kind="scann", num_leaves=nl, reorder=max(max(reorder_list), k))
@@ -706,6 +1092,33 @@ def choose_setting(
     else:
         best = max(rows, key=lambda r: (r[key], *speed(r)))
     return {**best, "meets_target": bool(meeting), "recall_target": recall_target}
+
+
+def sweep_claims(
+    rows: Sequence[dict[str, Any]], k: int = 10, full_recall: float = 0.99, slack: float = 0.02
+) -> dict[str, bool]:
+    """What a sweep must show on any machine, as booleans with wide margins.
+
+    The recalls themselves move in the third decimal between CPUs (ScaNN picks its
+    SIMD code by CPU); these claims do not: the best recall per number of partitions
+    searched grows (never falling by more than `slack`) from the fewest to the most
+    partitions, and searching every partition finds at least `full_recall` of the
+    exact top-k.
+    """
+    if not rows:
+        raise ConfigError("sweep_claims: the sweep is empty")
+    key = f"recall@{k}"
+    best: dict[int, float] = {}
+    for r in rows:
+        best[r["leaves_to_search"]] = max(best.get(r["leaves_to_search"], 0.0), r[key])
+    curve = [best[n] for n in sorted(best)]
+    grows = curve[-1] > curve[0] and all(b >= a - slack for a, b in zip(curve, curve[1:], strict=False))
+    everything = [r[key] for r in rows if r["leaves_to_search"] >= r.get("num_leaves", r["leaves_to_search"])]
+    return {
+        f"recall@{k} grows with the partitions searched": grows,
+        f"searching every partition finds the exact top-{k} (recall >= {full_recall:g})":
+            bool(everything) and max(everything) >= full_recall,
+    }
 
 
 def config_for_setting(base: IndexConfig, setting: dict[str, Any]) -> IndexConfig:

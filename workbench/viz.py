@@ -29,6 +29,7 @@ import torch
 
 from workbench.device import resolve_device
 from workbench.errors import ConfigError
+from workbench.files import write_text_atomic
 from workbench.paths import cache_dir
 
 MODALITIES = ("text", "image", "audio")
@@ -209,9 +210,8 @@ def catalog_thumbnails(
     `catalog` is a `workbench.catalog.Catalog`; items without an image, or whose image
     cannot be decoded, get no entry (they simply show no thumbnail).
     """
-    from tqdm.auto import tqdm
-
     from workbench.errors import MediaError
+    from workbench.progress import progress_bar
 
     wanted = pl.DataFrame({"item_id": [str(i) for i in item_ids]})
     rows = (
@@ -221,7 +221,7 @@ def catalog_thumbnails(
         .join(wanted, on="item_id", how="semi")
     )
     out: dict[str, str] = {}
-    for item_id, rel in tqdm(rows.iter_rows(), total=rows.height, desc="thumbnails", leave=False):
+    for item_id, rel in progress_bar(rows.iter_rows(), total=rows.height, desc="thumbnails", leave=False):
         try:
             out[item_id] = image_data_uri(catalog.media_path(rel), size=size, fmt=fmt)
         except MediaError:
@@ -298,14 +298,6 @@ gd.on('plotly_unhover', function () { img.style.display = 'none'; });
 """
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def _has_thumbnails(fig: go.Figure) -> bool:
     meta = fig.layout.meta
     return isinstance(meta, dict) and bool(meta.get("thumbnails"))
@@ -319,7 +311,7 @@ def save_figure_html(fig: go.Figure, path: str | Path, div_id: str) -> Path:
         div_id=div_id,
         post_script=_THUMB_JS if _has_thumbnails(fig) else None,
     )
-    return _write_text_atomic(Path(path), html)
+    return write_text_atomic(path, html)
 
 
 def save_figures_html(figures: Mapping[str, go.Figure], path: str | Path, title: str) -> Path:
@@ -345,7 +337,7 @@ def save_figures_html(figures: Mapping[str, go.Figure], path: str | Path, title:
         + "\n".join(parts)
         + "\n</body>\n</html>\n"
     )
-    return _write_text_atomic(Path(path), page)
+    return write_text_atomic(path, page)
 
 
 def gallery_figure(
@@ -571,3 +563,39 @@ def neighbourhood_quality(
             row[f"probe_{a}"] = round(_probe_accuracy(x[sample], y, seed, train_fraction), 4)
         table.append(row)
     return pl.DataFrame(table)
+
+
+def carrier_claims(
+    quality: pl.DataFrame, carriers: Mapping[str, Sequence[str]], margin: float = 0.1
+) -> pl.DataFrame:
+    """Is each attribute read best from the modality that carries it, by at least `margin`?
+
+    quality: the table of :func:`neighbourhood_quality` (a row per space, `probe_<a>`
+    columns). carriers: attribute -> the modalities that carry it (e.g. the synthetic
+    catalog's ``attribute_modalities()``). Only single-modality spaces compete (the
+    fused space carries everything). One row per attribute probed: its carriers' best
+    accuracy, the best other modality's, and the claim as a boolean. A claim with a
+    wide margin holds on any machine; one decided by float drift would not, which is
+    why notebooks check these booleans and not the accuracies.
+    """
+    rows = []
+    singles = {r["space"]: r for r in quality.iter_rows(named=True) if r["space"] in ("text", "image", "audio")}
+    for attribute, carried_by in carriers.items():
+        column = f"probe_{attribute}"
+        if column not in quality.columns:
+            continue
+        inside = [singles[m][column] for m in carried_by if m in singles and singles[m][column] is not None]
+        outside = [r[column] for m, r in singles.items() if m not in carried_by and r[column] is not None]
+        if not inside or not outside:
+            continue
+        best_in, best_out = max(inside), max(outside)
+        rows.append({
+            "attribute": attribute,
+            "carried_by": "+".join(carried_by),
+            "carrier_accuracy": best_in,
+            "best_other_accuracy": best_out,
+            "read_best_by_carrier": bool(best_in >= best_out + margin),
+        })
+    return pl.DataFrame(rows, schema={"attribute": pl.Utf8, "carried_by": pl.Utf8,
+                                      "carrier_accuracy": pl.Float64, "best_other_accuracy": pl.Float64,
+                                      "read_best_by_carrier": pl.Boolean})

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -408,3 +417,374 @@ def test_choose_setting_by_work_ignores_noisy_timings():
     assert (by_work["leaves_to_search"], by_work["reorder"]) == (2, 20)
     with pytest.raises(ConfigError, match="by='fast'"):
         choose_setting(rows, by="fast")
+
+
+# ------------------------------------------------------------------ tampered index folders
+
+
+@pytest.fixture(scope="module")
+def small_saved(tmp_path_factory):
+    """A saved exact and a saved ScaNN index over 300 random 16-d vectors."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    ids = [f"s{i:03d}" for i in range(300)]
+    root = tmp_path_factory.mktemp("saved")
+    return {
+        kind: build_index(ids, x, IndexConfig.for_size(300, kind=kind, reorder=20)).save(
+            root / kind
+        )
+        for kind in ("exact", "scann")
+    }
+
+
+def copy_of(small_saved, kind: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(small_saved[kind], tmp_path / "ix"))
+
+
+def edit_meta(folder: Path, edit) -> None:
+    path = folder / "index.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def set_field(dotted: str, value):
+    def edit(meta):
+        *parents, last = dotted.split(".")
+        for key in parents:
+            meta = meta[key]
+        meta[last] = value
+
+    return edit
+
+
+def drop_field(dotted: str):
+    def edit(meta):
+        *parents, last = dotted.split(".")
+        for key in parents:
+            meta = meta[key]
+        del meta[last]
+
+    return edit
+
+
+def add_file(key: str):
+    return lambda meta: meta["files"].__setitem__(key, "0" * 64)
+
+
+# (how index.json is tampered with, what the message must name)
+TAMPERED = {
+    "sha256 missing": (
+        drop_field("embeddings.sha256"),
+        "field 'embeddings.sha256' is missing; expected a 64-character hex digest",
+    ),
+    "sha256 short": (set_field("embeddings.sha256", "abc123"), "'embeddings.sha256'"),
+    "sha256 a number": (set_field("embeddings.sha256", 12), "'embeddings.sha256'"),
+    "embeddings missing": (drop_field("embeddings"), "field 'embeddings' is missing"),
+    "embeddings a list": (set_field("embeddings", []), "field 'embeddings' is"),
+    "embeddings unknown key": (set_field("embeddings.norm", 1.0), "'embeddings.norm'"),
+    "shape not matching": (set_field("embeddings.shape", [300, 17]), "'embeddings.shape'"),
+    "shape a string": (set_field("embeddings.shape", "300x16"), "'embeddings.shape'"),
+    "shape three numbers": (set_field("embeddings.shape", [300, 16, 1]), "'embeddings.shape'"),
+    "dtype": (set_field("embeddings.dtype", "float64"), "'embeddings.dtype'"),
+    "files a list": (set_field("files", ["items.parquet"]), "field 'files' is"),
+    "files empty": (set_field("files", {}), "field 'files' lacks"),
+    "files missing": (drop_field("files"), "field 'files' is missing"),
+    "files absolute key": (add_file("/etc/passwd"), "field 'files' has the key \"/etc/passwd\""),
+    "files key with ..": (add_file("../outside.bin"), "field 'files' has the key"),
+    "files key climbing out": (add_file("scann/../../x"), "field 'files' has the key"),
+    "files key with .": (add_file("./items.parquet"), "field 'files' has the key"),
+    "files key backslash": (add_file("..\\x"), "field 'files' has the key"),
+    "files lists index.json": (add_file("index.json"), "field 'files' lists ['index.json']"),
+    "files lists a stranger": (add_file("notes.txt"), "field 'files' lists ['notes.txt']"),
+    "files lacks items": (
+        lambda m: m["files"].pop("items.parquet"),
+        "field 'files' lacks ['items.parquet']",
+    ),
+    "digest not hex": (
+        lambda m: m["files"].__setitem__("items.parquet", "z" * 64),
+        'field \'files["items.parquet"]\'',
+    ),
+    "digest null": (
+        lambda m: m["files"].__setitem__("items.parquet", None),
+        'field \'files["items.parquet"]\' is null',
+    ),
+    "n_items a string": (set_field("n_items", "300"), "field 'n_items' is \"300\" (a string)"),
+    "n_items negative": (set_field("n_items", -1), "field 'n_items'"),
+    "n_items zero": (set_field("n_items", 0), "field 'n_items'"),
+    "n_items true": (set_field("n_items", True), "field 'n_items'"),
+    "n_items a float": (set_field("n_items", 300.0), "field 'n_items'"),
+    "n_items off by one": (set_field("n_items", 299), "n_items"),
+    "dim negative": (set_field("dim", -16), "field 'dim'"),
+    "dim a string": (set_field("dim", "16"), "field 'dim'"),
+    "kind unknown": (set_field("kind", "hnsw"), "field 'kind'"),
+    "kind missing": (drop_field("kind"), "field 'kind' is missing"),
+    "format": (set_field("format", "faiss"), "field 'format'"),
+    "version 2": (set_field("version", 2), "field 'version'"),
+    "version true": (set_field("version", True), "field 'version'"),
+    "unknown top-level field": (set_field("comment", "hi"), "unknown field(s) 'comment'"),
+    "config a list": (set_field("config", []), "field 'config' is"),
+    "config unknown key": (set_field("config.metric", "l2"), "'config.metric'"),
+    "config key missing": (drop_field("config.device"), "field 'config.device' is missing"),
+    "config.num_leaves a string": (set_field("config.num_leaves", "6"), "'config.num_leaves'"),
+    "config.num_leaves zero": (set_field("config.num_leaves", 0), "'config.num_leaves'"),
+    "config.num_leaves null": (set_field("config.num_leaves", None), "'config.num_leaves'"),
+    "config.reorder negative": (set_field("config.reorder", -1), "'config.reorder'"),
+    "config.spherical a string": (set_field("config.spherical", "yes"), "'config.spherical'"),
+    "config.anisotropic_threshold a string": (
+        set_field("config.anisotropic_threshold", "0.2"),
+        "'config.anisotropic_threshold'",
+    ),
+    "config.anisotropic_threshold NaN": (
+        set_field("config.anisotropic_threshold", float("nan")),
+        "'config.anisotropic_threshold'",
+    ),
+    "config.batch_size a float": (set_field("config.batch_size", 1024.5), "'config.batch_size'"),
+    "config.device unknown": (set_field("config.device", "tpu"), "'config.device'"),
+    "config.kind auto": (set_field("config.kind", "auto"), "'config.kind'"),
+    "config.kind unknown": (set_field("config.kind", "hnsw"), "'config.kind'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED), ids=list(TAMPERED))
+@pytest.mark.parametrize("kind", ["exact", "scann"])
+def test_load_names_each_tampered_field(tmp_path, small_saved, kind, case):
+    edit, named = TAMPERED[case]
+    folder = copy_of(small_saved, kind, tmp_path)
+    edit_meta(folder, edit)
+    with pytest.raises(IndexFileError) as err:  # any other exception type fails the test
+        load_index(folder)
+    message = str(err.value)
+    assert message.startswith(str(folder / "index.json") + ": ") and named in message, message
+    assert "expected" in message, message
+
+
+@pytest.mark.parametrize(
+    "kind, edit, named",
+    [
+        ("exact", set_field("kind", "scann"), "field 'config.kind' is \"exact\""),
+        ("scann", set_field("kind", "exact"), "field 'config.kind' is \"scann\""),
+        ("scann", set_field("config.num_leaves", 301), "'config.num_leaves' is 301"),
+        ("scann", set_field("config.leaves_to_search", 7), "'config.leaves_to_search' is 7"),
+        ("scann", add_file("vectors.npy"), "field 'files' lists ['vectors.npy']"),
+        ("exact", add_file("scann/dataset.npy"), "field 'files' lists ['scann/dataset.npy']"),
+    ],
+)
+def test_load_checks_fields_that_must_agree(tmp_path, small_saved, kind, edit, named):
+    folder = copy_of(small_saved, kind, tmp_path)
+    edit_meta(folder, edit)
+    with pytest.raises(IndexFileError, match=re.escape(named)):
+        load_index(folder)
+
+
+def test_schema_covers_every_config_field():
+    from workbench.index import _CONFIG_SCHEMA
+
+    assert list(_CONFIG_SCHEMA.fields) == [f.name for f in fields(IndexConfig)]
+
+
+@pytest.mark.parametrize(
+    "content, named",
+    [
+        (lambda text: text[: len(text) // 2], "not valid JSON"),  # truncated
+        (lambda text: "", "not valid JSON"),
+        (lambda text: b"\xff\xfe\x00garbage", "not valid JSON"),
+        (lambda text: "[1, 2]", "holds [1, 2] (a list); expected a JSON object"),
+        (lambda text: "null", "holds null; expected a JSON object"),
+        (lambda text: text.replace('"dim": 16', '"dim": 16, "dim": 17'), "more than once"),
+        (lambda text: "[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ],
+    ids=["truncated", "empty", "garbage", "a list", "null", "duplicate key", "deep nesting"],
+)
+def test_load_refuses_unreadable_index_json(tmp_path, small_saved, content, named):
+    folder = copy_of(small_saved, "exact", tmp_path)
+    path = folder / "index.json"
+    text = path.read_text().replace("\n", "").replace("  ", "")
+    new = content(text)
+    path.write_bytes(new if isinstance(new, bytes) else new.encode())
+    with pytest.raises(IndexFileError, match=re.escape(named)) as err:
+        load_index(folder)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_load_refuses_index_json_folder_link_and_a_file_for_the_folder(tmp_path, small_saved):
+    folder = copy_of(small_saved, "exact", tmp_path)
+    real = tmp_path / "real.json"
+    (folder / "index.json").rename(real)
+    (folder / "index.json").mkdir()
+    with pytest.raises(IndexFileError, match=r"index.json: is a folder; expected the JSON file"):
+        load_index(folder)
+    (folder / "index.json").rmdir()
+    (folder / "index.json").symlink_to(real)
+    with pytest.raises(IndexFileError, match=r"index.json: is a symbolic link"):
+        load_index(folder)
+    as_file = tmp_path / "a-file"
+    as_file.write_text("not a folder")
+    with pytest.raises(IndexFileError, match="a-file: not a folder; expected a saved index folder"):
+        load_index(as_file)
+
+
+def replace_file(folder: Path, rel: str, data: bytes) -> None:
+    """Rewrite a file and record its new digest, as a careful tamperer would."""
+    (folder / rel).write_bytes(data)
+    edit_meta(folder, lambda m: m["files"].__setitem__(rel, hashlib.sha256(data).hexdigest()))
+
+
+def parquet_bytes(tmp_path: Path, frame: pl.DataFrame) -> bytes:
+    frame.write_parquet(tmp_path / "t.parquet")
+    return (tmp_path / "t.parquet").read_bytes()
+
+
+def npy_bytes(tmp_path: Path, array: np.ndarray) -> bytes:
+    np.save(tmp_path / "t.npy", array, allow_pickle=True)
+    return (tmp_path / "t.npy").read_bytes()
+
+
+ids300 = [f"s{i:03d}" for i in range(300)]
+BAD_ITEMS = {
+    "garbage": (lambda tmp: b"PAR1 not parquet", "items.parquet: not a readable parquet file"),
+    "no item_id": (
+        lambda tmp: parquet_bytes(tmp, pl.DataFrame({"id": ids300})),
+        "items.parquet: no item_id column",
+    ),
+    "integer ids": (
+        lambda tmp: parquet_bytes(tmp, pl.DataFrame({"item_id": list(range(300))})),
+        "items.parquet: column item_id is Int64; expected strings",
+    ),
+    "null id": (
+        lambda tmp: parquet_bytes(tmp, pl.DataFrame({"item_id": [None, *ids300[1:]]})),
+        "items.parquet: column item_id holds 1 null(s)",
+    ),
+    "repeated id": (
+        lambda tmp: parquet_bytes(tmp, pl.DataFrame({"item_id": ["s001", *ids300[1:]]})),
+        "items.parquet: column item_id repeats ['s001']",
+    ),
+    "too few rows": (
+        lambda tmp: parquet_bytes(tmp, pl.DataFrame({"item_id": ids300[:299]})),
+        "items.parquet: 299 rows; expected n_items = 300",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ITEMS), ids=list(BAD_ITEMS))
+@pytest.mark.parametrize("kind", ["exact", "scann"])
+def test_load_checks_items_parquet(tmp_path, small_saved, kind, case):
+    make, named = BAD_ITEMS[case]
+    folder = copy_of(small_saved, kind, tmp_path)
+    replace_file(folder, "items.parquet", make(tmp_path))
+    with pytest.raises(IndexFileError, match=re.escape(named)):
+        load_index(folder)
+
+
+@pytest.mark.parametrize(
+    "array, named",
+    [
+        (np.zeros((300, 16), np.float64), "float64 array of shape (300, 16); expected float32"),
+        (np.zeros((300, 15), np.float32), "shape (300, 15); expected float32 of shape (300, 16)"),
+        (np.zeros(4800, np.float32), "shape (4800,)"),
+        (np.array([{"a": 1}], dtype=object), "not a readable .npy file"),
+    ],
+    ids=["float64", "wrong shape", "flat", "pickled objects"],
+)
+def test_load_checks_vectors_npy(tmp_path, small_saved, array, named):
+    folder = copy_of(small_saved, "exact", tmp_path)
+    replace_file(folder, "vectors.npy", npy_bytes(tmp_path, array))
+    with pytest.raises(IndexFileError, match=re.escape(named)):
+        load_index(folder)
+
+
+def test_load_refuses_links_and_special_files(tmp_path, small_saved):
+    folder = copy_of(small_saved, "exact", tmp_path)
+    outside = tmp_path / "outside.npy"
+    shutil.move(folder / "vectors.npy", outside)  # same bytes, same digest, but outside
+    (folder / "vectors.npy").symlink_to(outside)
+    with pytest.raises(IndexFileError, match=r"vectors.npy: is a symbolic link"):
+        load_index(folder)
+    (folder / "vectors.npy").unlink()
+    shutil.move(outside, folder / "vectors.npy")
+    os.mkfifo(folder / "pipe")  # would hang a checksum
+    with pytest.raises(IndexFileError, match=r"pipe: is not a regular file"):
+        load_index(folder)
+
+
+def test_load_refuses_scann_assets_outside_the_folder(tmp_path, small_saved):
+    folder = copy_of(small_saved, "scann", tmp_path)
+    shutil.copy(folder / "scann" / "dataset.npy", tmp_path / "elsewhere.npy")
+    assets = (folder / "scann" / "scann_assets.pbtxt").read_text()
+    moved = assets.replace('"dataset.npy"', f'"{tmp_path / "elsewhere.npy"}"')
+    assert moved != assets
+    replace_file(folder, "scann/scann_assets.pbtxt", moved.encode())
+    with pytest.raises(IndexFileError, match=r"scann_assets.pbtxt: asset_path \"/"):
+        load_index(folder)
+
+
+def test_save_refuses_to_replace_what_is_not_an_index(tmp_path, small_saved):
+    index = load_index(small_saved["exact"])
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("years of work")
+    with pytest.raises(IndexFileError, match="not a saved index"):
+        index.save(notes)
+    assert (notes / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "empty").mkdir()
+    assert load_index(index.save(tmp_path / "empty")).n_items == 300
+
+
+def test_save_removes_staging_left_by_a_killed_save(tmp_path, small_saved):
+    index = load_index(small_saved["scann"])
+    stale = tmp_path / ".ix.staging-deadbeef"  # a writer killed mid-save holds no lock
+    (stale / "scann").mkdir(parents=True)
+    (stale / "items.parquet").write_bytes(b"half")
+    out = index.save(tmp_path / "ix")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "items.parquet", "scann"]
+    assert load_index(out).n_items == 300
+
+
+# ------------------------------------------------------------------ ScaNN's C++ logs
+
+
+NATIVE_LOG = re.compile(r"\.cc:\d+\]|absl::InitializeLog")
+
+
+def test_scann_build_save_load_print_nothing_on_stderr(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import logging, sys
+        import numpy as np
+        from workbench.index import IndexConfig, build_index, load_index
+
+        logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="%(name)s %(message)s")
+        x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+        ids = [f"p{{i}}" for i in range(300)]
+        index = build_index(ids, x, IndexConfig(kind="scann", num_leaves=6, reorder=20))
+        loaded = load_index(index.save({str(tmp_path / "ix")!r}))
+        print("searched", loaded.search(x[:3], 5)[0].shape)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert not NATIVE_LOG.search(run.stderr), run.stderr
+    assert "searched (3, 5)" in run.stdout
+    # nothing lost: the C++ lines reached the logger
+    assert re.search(r"workbench.index ScaNN build: I\d+ .*\.cc:\d+\]", run.stdout), run.stdout
+
+
+def test_native_stderr_capture_restores_fd2_and_echoes_failures(capfd, caplog):
+    from workbench.index import _native_stderr_to_log
+
+    with caplog.at_level(logging.DEBUG, logger="workbench.index"):
+        with _native_stderr_to_log("probe"):
+            os.write(2, b"I0000 fake.cc:1] quiet\n")
+        with pytest.raises(RuntimeError, match="boom"), _native_stderr_to_log("probe"):
+            os.write(2, b"F0000 fake.cc:2] Check failed: explains the failure\n")
+            raise RuntimeError("boom")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "quiet" not in err
+    assert "Check failed: explains the failure" in err  # a failing call keeps its stderr
+    assert err.endswith("after\n")  # fd 2 is the terminal (here: pytest's capture) again
+    messages = [r.getMessage() for r in caplog.records]
+    assert "probe: I0000 fake.cc:1] quiet" in messages

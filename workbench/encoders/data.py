@@ -40,6 +40,7 @@ from workbench.encoders.model import EncoderConfig, state_digest
 from workbench.encoders.text import TextTower
 from workbench.errors import CatalogError
 from workbench.evaluate.splits import split_queries
+from workbench.files import save_tensors_atomic
 from workbench.media import load_audio, load_image
 
 CACHE_VERSION = 1
@@ -82,12 +83,7 @@ def default_cache_dir(work_dir: str | Path | None = None) -> Path:
 
 
 def _save_atomic(path: Path, tensors: dict[str, Tensor], meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(meta)})
-    os.replace(tmp, path)
+    save_tensors_atomic(path, tensors, metadata={"meta": json.dumps(meta)})
 
 
 def _load_cached(path: Path) -> dict[str, Tensor] | None:
@@ -156,9 +152,9 @@ def build_media_cache(
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 2)) as pool:
         it = pool.map(lambda job: job[0](int(job[1])), jobs)
         if progress:
-            from tqdm.auto import tqdm
+            from workbench.progress import progress_bar
 
-            it = tqdm(it, total=len(jobs), desc="decoding media (once per catalog)", unit="file")
+            it = progress_bar(it, total=len(jobs), desc="decoding media (once per catalog)", unit="file")
         for _ in it:
             pass
     meta = {"catalog": str(catalog.root), "image_size": image_size, "sample_rate": sample_rate, "seconds": seconds}
@@ -211,9 +207,9 @@ def pooled_image_features(
         rows = torch.nonzero(mask).flatten()
         starts = range(0, len(rows), batch_size)
         if progress:
-            from tqdm.auto import tqdm
+            from workbench.progress import progress_bar
 
-            starts = tqdm(starts, desc="image backbone features (once per catalog)", unit="batch")
+            starts = progress_bar(starts, desc="image backbone features (once per catalog)", unit="batch")
         for start in starts:
             idx = rows[start : start + batch_size]
             out[idx] = tower.features(images[idx].to(device)).float().cpu()
