@@ -31,12 +31,12 @@ keep references to tensors between calls. ``unwrap_model`` is exported for code
 outside ``fit`` that may receive a DDP-wrapped model.
 
 **Checkpoints** (when ``out_dir`` is set) are written after every epoch into
-``out_dir/epoch-NNNN/`` (built under a temporary name, then renamed), and
+``out_dir/epoch-NNNN/`` (built in a staging folder, then published whole), and
 ``out_dir/latest.json`` (replaced atomically) names the newest one:
 
-* ``model.safetensors`` + ``model.json`` (``save_checkpoint``): the weights and
-  ``{"format", "model_config", "extra", "weights"}``, where ``extra`` holds
-  epoch, step and the epoch's metrics;
+* ``model.safetensors`` + ``model.json`` (``save_checkpoint``): the workbench's one
+  checkpoint format (``workbench.checkpoint``), kind ``train_epoch``, whose
+  ``extra`` holds epoch, step and the epoch's metrics;
 * ``train_state.safetensors`` + ``train_state.json``: optimizer and scheduler
   state flattened into tensors with a JSON index, the RNG states (torch CPU and
   CUDA, numpy, python ``random``, the sampler's generator), the history and the
@@ -87,8 +87,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import (
     DataLoader,
@@ -97,13 +95,14 @@ from torch.utils.data import (
     RandomSampler,
     SequentialSampler,
 )
-from tqdm.auto import tqdm
 
+from workbench import checkpoint as ckpt
 from workbench.device import autocast_dtype, resolve_device
 from workbench.errors import CheckpointError, ConfigError
+from workbench.files import save_tensors_atomic, staging_dir, write_json_atomic
+from workbench.progress import progress_bar
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "Task",
     "TrainConfig",
     "TrainResult",
@@ -114,10 +113,8 @@ __all__ = [
     "unwrap_model",
 ]
 
-CHECKPOINT_FORMAT = "workbench.checkpoint/1"
+EPOCH_KIND = "train_epoch"  # the checkpoint kind of fit's epoch folders
 TRAIN_STATE_FORMAT = "workbench.train_state/1"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "model.json"
 STATE_WEIGHTS_NAME = "train_state.safetensors"
 STATE_INDEX_NAME = "train_state.json"
 LATEST_NAME = "latest.json"
@@ -210,54 +207,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------
-# atomic files
+# model checkpoints (the format is workbench.checkpoint's)
 # ---------------------------------------------------------------------------
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = _tmp_name(path)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    tmp = _tmp_name(path)
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------
-# model checkpoints
-# ---------------------------------------------------------------------------
-
-
-def _dedup_state_dict(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """State dict without aliases (tied weights): safetensors refuses shared storage.
-
-    Returns the tensors to save and ``alias -> saved name`` for the dropped ones.
-    """
-    tensors: dict[str, Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
-    for name, t in model.state_dict().items():
-        t = t.detach()
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
-               tuple(t.stride()), t.dtype) if t.numel() else None
-        if key is not None and key in seen:
-            aliases[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        # A copy: the file must not alias live parameters (safetensors refuses shared storage).
-        tensors[name] = t.to("cpu", copy=True).contiguous()
-    return tensors, aliases
 
 
 def save_checkpoint(
@@ -266,31 +217,16 @@ def save_checkpoint(
     *,
     model_config: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None = None,
+    kind: str = EPOCH_KIND,
 ) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``path_dir``; returns ``path_dir``.
 
-    Each file is written under a temporary name and renamed, weights first, so a
-    crash leaves either the previous checkpoint or the new one. ``model_config``
-    (JSON-serialisable) is what a loader needs to rebuild the model.
+    The format is ``workbench.checkpoint`` (weights first, then the JSON, each
+    atomically). ``model_config`` (JSON-serialisable) is what a loader needs to
+    rebuild the model.
     """
-    path_dir = Path(path_dir)
-    path_dir.mkdir(parents=True, exist_ok=True)
-    model = unwrap_model(model)
-    tensors, aliases = _dedup_state_dict(model)
-    doc = {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": dict(model_config) if model_config is not None else {},
-        "extra": dict(extra) if extra is not None else {},
-        "weights": WEIGHTS_NAME,
-        "aliases": aliases,
-    }
-    try:
-        json.dumps(doc)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model_config/extra for {path_dir} must be JSON-serialisable: {exc}") from exc
-    _atomic_save_tensors(path_dir / WEIGHTS_NAME, tensors, {"format": "pt"})
-    _atomic_write_json(path_dir / CONFIG_NAME, doc)
-    return path_dir
+    return ckpt.save_checkpoint(path_dir, unwrap_model(model), kind=kind, model_config=model_config,
+                                extra=extra)
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
@@ -299,55 +235,31 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     latest = out_dir / LATEST_NAME
     if not latest.is_file():
         return None
-    try:
-        doc = json.loads(latest.read_text(encoding="utf-8"))
-        folder = out_dir / doc["dir"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{latest}: expected JSON with a 'dir' entry ({exc})") from exc
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"{latest} names {folder}, which has no {WEIGHTS_NAME}")
+    doc = ckpt.read_json(latest, "latest-checkpoint pointer")
+    if not isinstance(doc.get("dir"), str):
+        raise CheckpointError(f"{latest}: expected JSON with a 'dir' entry")
+    folder = out_dir / doc["dir"]
+    if not (folder / ckpt.WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{latest} names {folder}, which has no {ckpt.WEIGHTS_FILE}")
     return folder
 
 
-def _resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(weights file, config file) for a checkpoint folder, a training out_dir or a weights file."""
+def _checkpoint_folder(path: str | os.PathLike) -> Path:
+    """The checkpoint folder for a checkpoint folder, a training out_dir or a file inside one."""
     path = Path(path)
     if path.is_dir():
-        folder = path if (path / WEIGHTS_NAME).is_file() else latest_checkpoint(path)
+        folder = path if (path / ckpt.WEIGHTS_FILE).is_file() else latest_checkpoint(path)
         if folder is None:
             raise CheckpointError(
-                f"{path}: no {WEIGHTS_NAME} and no {LATEST_NAME}; expected a folder written by "
+                f"{path}: no {ckpt.WEIGHTS_FILE} and no {LATEST_NAME}; expected a folder written by "
                 "save_checkpoint or a training out_dir written by fit")
-        return folder / WEIGHTS_NAME, folder / CONFIG_NAME
+        return folder
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".json":
-        return path.with_suffix(".safetensors"), path
-    return path, path.with_suffix(".json")
-
-
-def _read_tensors(path: Path, what: str) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        size = path.stat().st_size
+    if path.name not in (ckpt.WEIGHTS_FILE, ckpt.DOC_FILE):
         raise CheckpointError(
-            f"{what} {path} ({size} bytes) is not a readable safetensors file "
-            f"(truncated, or another format such as a pickled torch file?): {exc}") from exc
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{what} {path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"{what} {path}: expected a JSON object, found {type(doc).__name__}")
-    return doc
+            f"{path}: expected a checkpoint folder, its {ckpt.WEIGHTS_FILE} or its {ckpt.DOC_FILE}")
+    return path.parent
 
 
 def load_checkpoint(
@@ -356,42 +268,17 @@ def load_checkpoint(
     """Read a checkpoint; load its weights into ``model`` when given; return its JSON document.
 
     ``path`` is a folder written by ``save_checkpoint``, a training ``out_dir``
-    (follows ``latest.json``) or a ``model.safetensors`` file. The returned dict
-    holds ``model_config`` (what the model was built from) and ``extra``.
-    Raises CheckpointError for a missing file, a file that is not safetensors or
-    is truncated, and tensors whose names or shapes do not match the model.
+    (follows ``latest.json``) or the ``model.safetensors`` / ``model.json`` of a
+    checkpoint. The returned dict holds ``kind``, ``model_config`` (what the model
+    was built from) and ``extra``. Raises CheckpointError for a missing file, a
+    file that is not safetensors or is truncated, and tensors whose names or
+    shapes do not match the model (``strict=False`` loads the tensors that fit).
     """
-    weights, config_path = _resolve_checkpoint(path)
-    doc = _read_json(config_path, "checkpoint config")
-    if doc.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{config_path}: format {doc.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    tensors = _read_tensors(weights, "checkpoint weights")
-    if model is None:
-        return doc
-    model = unwrap_model(model)
-    expected = model.state_dict()
-    aliases = doc.get("aliases", {})
-    for name, target in expected.items():  # model order: the first mismatch a reader expects
-        t = tensors.get(name)
-        if t is not None and tuple(target.shape) != tuple(t.shape):
-            raise CheckpointError(
-                f"{weights}: tensor {name!r} has shape {tuple(t.shape)} in the checkpoint but "
-                f"{tuple(target.shape)} in the model ({type(model).__name__}); was the "
-                "model built with the same config?")
-    unexpected = sorted(set(tensors) - set(expected))
-    missing = sorted(set(expected) - set(tensors) - set(aliases))
-    if strict and (unexpected or missing):
-        raise CheckpointError(
-            f"{weights} does not match {type(model).__name__}: missing from the checkpoint "
-            f"{missing[:10]}{' …' if len(missing) > 10 else ''}, not in the model "
-            f"{unexpected[:10]}{' …' if len(unexpected) > 10 else ''}")
-    with torch.no_grad():
-        for name, target in expected.items():
-            src_name = name if name in tensors else aliases.get(name)
-            if src_name is None or src_name not in tensors:
-                continue
-            target.copy_(tensors[src_name])
+    folder = _checkpoint_folder(path)
+    tensors, doc = ckpt.read_checkpoint(folder)
+    if model is not None:
+        ckpt.load_into(unwrap_model(model), tensors, folder / ckpt.WEIGHTS_FILE,
+                       aliases=doc["aliases"], strict=strict)
     return doc
 
 
@@ -580,7 +467,8 @@ def _check_resume_config(saved: Mapping[str, Any], config: TrainConfig, n_items:
 
 
 def _jsonish(v: Any) -> Any:
-    return json.loads(json.dumps(v))
+    """JSON types only (tuples become lists), NaN as None: what the JSON files can hold."""
+    return ckpt.json_safe(json.loads(json.dumps(v)))
 
 
 def _write_epoch_checkpoint(out_dir: Path, epoch: int, model: nn.Module, model_config: Any,
@@ -588,19 +476,15 @@ def _write_epoch_checkpoint(out_dir: Path, epoch: int, model: nn.Module, model_c
                             state_doc: dict[str, Any], keep: int) -> Path:
     name = f"epoch-{epoch:04d}"
     final = out_dir / name
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_checkpoint(tmp, model, model_config=model_config,
-                    extra={"epoch": epoch, "step": record["step"], "metrics": record})
-    _atomic_save_tensors(tmp / STATE_WEIGHTS_NAME, state_tensors, {"format": "pt"})
-    _atomic_write_json(tmp / STATE_INDEX_NAME, state_doc)
-    if final.exists():  # a previous, non-resumed run in the same out_dir
-        trash = out_dir / f".{name}.old-{os.getpid()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tmp, final)
-    _atomic_write_json(out_dir / LATEST_NAME, {"dir": name, "epoch": epoch, "step": record["step"]})
+    # Built in a staging folder and published whole (replacing a previous, non-resumed
+    # run's folder of the same name), then latest.json points at it.
+    with staging_dir(final) as st:
+        save_checkpoint(st.path, model, model_config=model_config,
+                        extra={"epoch": epoch, "step": record["step"], "metrics": record})
+        save_tensors_atomic(st.path / STATE_WEIGHTS_NAME, state_tensors, {"format": "pt"})
+        write_json_atomic(st.path / STATE_INDEX_NAME, state_doc)
+        st.publish()
+    write_json_atomic(out_dir / LATEST_NAME, {"dir": name, "epoch": epoch, "step": record["step"]})
     # Older epoch folders (this run's or a previous run's) go once the new one is in place.
     for old in sorted(out_dir.glob("epoch-*")):
         if old.is_dir() and old.name != name:
@@ -717,8 +601,8 @@ def fit(
     resumed_from = latest_checkpoint(out_dir) if (config.resume and out_dir is not None) else None
     if resumed_from is not None:
         load_checkpoint(resumed_from, model)
-        state_doc = _read_json(resumed_from / STATE_INDEX_NAME, "training state")
-        state_tensors = _read_tensors(resumed_from / STATE_WEIGHTS_NAME, "training state")
+        state_doc = ckpt.read_json(resumed_from / STATE_INDEX_NAME, "training state")
+        state_tensors = ckpt.read_tensors(resumed_from / STATE_WEIGHTS_NAME, "training state")
         if state_doc.get("format") != TRAIN_STATE_FORMAT:
             raise CheckpointError(f"{resumed_from / STATE_INDEX_NAME}: format "
                                   f"{state_doc.get('format')!r}, expected {TRAIN_STATE_FORMAT!r}")
@@ -812,7 +696,7 @@ def _run_epoch(
     data_wait = 0.0
     lr_used = optimizer.param_groups[0]["lr"]
     t_start = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not show,
+    bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", enabled=show,
                leave=False, dynamic_ncols=True)
     it = iter(loader)
     i = 0

@@ -71,10 +71,10 @@ def test_series_completes_without_audio_or_interactions(run):
 def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
     root, _ = run
     reports = root / "reports" / "text-image"
-    encoders = json.loads((root / "work" / "encoders" / "config.json").read_text())
-    assert encoders["config"]["modalities"] == ["text", "image"]
-    fusion = json.loads((root / "work" / "fusion" / "config.json").read_text())
-    assert fusion["config"]["modalities"] == ["text", "image"]
+    encoders = json.loads((root / "work" / "encoders" / "model.json").read_text())
+    assert encoders["model_config"]["modalities"] == ["text", "image"]
+    fusion = json.loads((root / "work" / "fusion" / "model.json").read_text())
+    assert fusion["model_config"]["modalities"] == ["text", "image"]
     enc = json.loads((reports / "02_encoders" / "metrics.json").read_text())
     assert enc["modalities"] == ["text", "image"] and set(enc["ndcg@10"]) == {"text", "image"}
     # Notebook 02 compared the from-scratch and the pretrained image towers on the same queries.

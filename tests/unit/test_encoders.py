@@ -174,6 +174,18 @@ def test_encoder_round_trip_and_bad_checkpoints(tmp_path):
     weights.write_bytes(pickle.dumps({"w": [1, 2, 3]}))  # a pickle is refused, never unpickled
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         load_encoder(tmp_path / "encoders")
+    weights.write_bytes(good)
+    doc = json.loads((tmp_path / "encoders" / "model.json").read_text())
+    assert (doc["format"], doc["kind"]) == ("workbench.checkpoint/1", "multimodal_encoder")
+    assert doc["model_config"]["d"] == 16  # the config travels with the weights
+    # A fusion folder is not an encoder.
+    save_fusion(make_fusion(FusionConfig(d=16, hidden=8)), tmp_path / "fusion")
+    with pytest.raises(CheckpointError, match=r"fusion/model.json: a 'fusion' checkpoint, expected 'multimodal_encoder'"):
+        load_encoder(tmp_path / "fusion")
+    # A folder saved by an older workbench (config.json beside the weights) says what to do.
+    (tmp_path / "encoders" / "model.json").rename(tmp_path / "encoders" / "config.json")
+    with pytest.raises(CheckpointError, match=r"config.json: written by an older workbench.*re-run notebook 02"):
+        load_encoder(tmp_path / "encoders")
 
 
 def test_frozen_pretrained_backbone_is_not_copied_into_the_checkpoint(tmp_path):
@@ -328,15 +340,15 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
         saved = list(f.keys())
     assert "towers.image.head.weight" in saved and not any(k.startswith("towers.image.backbone.") for k in saved)
     enc = load_encoder(tmp_path / "enc", device="cpu")
-    config_file = tmp_path / "enc" / "config.json"
+    config_file = tmp_path / "enc" / "model.json"
     recorded = json.loads(config_file.read_text())
-    assert set(recorded["frozen_backbones"]) == {"towers.image.backbone."}
+    assert set(recorded["extra"]["frozen_backbones"]) == {"towers.image.backbone."}
     out = encode_items(enc.model, tensors)
     img = enc.encode_images([cat.media_path("media/img0.png")])
     assert torch.allclose(img[0], out["image"][0], atol=1e-4)
     assert EncoderConfig.for_profile("ci", image_backbone="pretrained").image.image_size == 128
     # Heads saved on one backbone are refused on other backbone weights.
-    recorded["frozen_backbones"]["towers.image.backbone."] = "0" * 20
+    recorded["extra"]["frozen_backbones"]["towers.image.backbone."] = "0" * 20
     config_file.write_text(json.dumps(recorded))
     with pytest.raises(CheckpointError, match="frozen backbone"):
         load_encoder(tmp_path / "enc", device="cpu")

@@ -129,12 +129,16 @@ def test_save_load_round_trip_and_errors(tmp_path):
     assert torch.equal(back(emb).fused, fusion(emb).fused)
     with pytest.raises(CheckpointError, match="d=8.*d=16"):
         load_fusion(tmp_path / "fusion", d=16)
+    assert torch.equal(load_fusion(tmp_path / "fusion").gate_in.weight, fusion.gate_in.weight)  # no d needed
     weights = tmp_path / "fusion" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="model.safetensors"):
         load_fusion(tmp_path / "fusion")
     with pytest.raises(CheckpointError, match="no weights"):
         load_fusion(tmp_path)
+    (tmp_path / "fusion" / "model.json").rename(tmp_path / "fusion" / "config.json")
+    with pytest.raises(CheckpointError, match=r"older workbench.*notebook 02 \(encoders\) or 03 \(fusion\)"):
+        load_fusion(tmp_path / "fusion")
 
 
 def test_trained_weighted_mean_leans_on_the_informative_modality():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from workbench.catalog import write_catalog
-from workbench.errors import CatalogError, ConfigError, EvaluationError
+from workbench.errors import CatalogError, CheckpointError, ConfigError, EvaluationError
 from workbench.evaluate.metrics import ranking_metrics, relevance_matrix
+from workbench.evaluate.splits import leave_last_out, stratified_split
 from workbench.rankers import (
     BPRConfig,
     BPRRanker,
@@ -19,8 +21,11 @@ from workbench.rankers import (
     RecommendConfig,
     SequentialConfig,
     SequentialRanker,
+    TrainingFingerprint,
     load_item_embeddings,
+    load_ranker,
     run_recommend,
+    save_rankers,
 )
 from workbench.train import TrainConfig
 
@@ -251,3 +256,101 @@ def test_run_recommend_bad_input(tmp_path) -> None:
     no_inter = write_catalog(tmp_path / "cat2", products=products())
     with pytest.raises(CatalogError, match="no interactions"):
         run_recommend(RecommendConfig(catalog=str(no_inter), model="popularity"))
+
+
+# --------------------------------------------------------------------------- saved rankers
+
+
+def fitted_rankers(split) -> dict:
+    emb = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    rankers = {
+        "popularity": PopularityRanker(window=timedelta(hours=3), device="cpu"),
+        "bpr": BPRRanker(BPRConfig(dim=4, fused="both", train=quick_train(2))),
+        "sequential": SequentialRanker(SequentialConfig(max_len=4, dim=8, heads=2, layers=1,
+                                                        train=quick_train(2))),
+    }
+    for r in rankers.values():
+        r.fit(split.train, ITEMS, item_embeddings=emb)
+    return rankers
+
+
+def test_saved_rankers_score_exactly_like_the_fitted_ones(tmp_path) -> None:
+    split = leave_last_out(cycles())
+    rankers = fitted_rankers(split)
+    folders = save_rankers(rankers, tmp_path / "rankers", catalog_fingerprint="cat-1", split=split)
+    assert [f.name for f in folders] == ["popularity", "bpr", "sequential"]
+    assert sorted(p.name for p in (tmp_path / "rankers").iterdir()) == ["bpr", "popularity", "sequential"]
+    users = [f"u{u}" for u in range(30)] + ["ghost"]  # a cold user too
+    candidates = np.array([ITEMS[(u % 12):] + ITEMS[:(u % 12)] for u in range(len(users))])
+    for name, ranker in rankers.items():
+        folder = tmp_path / "rankers" / name
+        assert sorted(p.name for p in folder.iterdir()) == ["ids.parquet", "model.json", "model.safetensors"]
+        doc = json.loads((folder / "model.json").read_text())
+        assert doc["format"] == "workbench.checkpoint/1" and doc["kind"] == f"ranker.{name}"
+        back = load_ranker(folder, device="cpu")  # the folder is all it needs
+        assert type(back) is type(ranker)
+        a, b = ranker.recommend(users, 5), back.recommend(users, 5)
+        assert np.array_equal(a.indices, b.indices) and np.array_equal(a.scores, b.scores)
+        assert np.array_equal(a.cold_users, b.cold_users)
+        assert np.array_equal(ranker.score(users, ITEMS), back.score(users, ITEMS))
+        assert np.array_equal(ranker.score(users, candidates), back.score(users, candidates))
+        assert np.array_equal(ranker.recommend(users, 3, exclude_seen=False).indices,
+                              back.recommend(users, 3, exclude_seen=False).indices)
+        assert back.summary() == ranker.summary() and len(back.history) == len(ranker.history)
+        assert back.fingerprint == ranker.fingerprint
+        assert back.fingerprint.catalog == "cat-1" and back.fingerprint.split["kind"] == "leave_last"
+    assert load_ranker(tmp_path / "rankers" / "popularity").window == timedelta(hours=3)
+    assert load_ranker(tmp_path / "rankers" / "sequential").config.max_len == 4
+    # Saving again replaces the folder whole and leaves no staging folders behind.
+    rankers["popularity"].save(tmp_path / "rankers" / "popularity")
+    assert sorted(p.name for p in (tmp_path / "rankers").iterdir()) == ["bpr", "popularity", "sequential"]
+
+
+def test_load_ranker_refuses_a_ranker_trained_on_other_data(tmp_path) -> None:
+    df = cycles()
+    split = leave_last_out(df)
+    pop = PopularityRanker(device="cpu").fit(split.train, ITEMS)
+    folder = pop.save(tmp_path / "popularity", catalog_fingerprint="cat-1", split=split)
+    same = TrainingFingerprint.of("cat-1", split, ITEMS[::-1])  # item order does not matter
+    assert load_ranker(folder, expect=same).fingerprint == same
+    with pytest.raises(CheckpointError, match=r"popularity: this ranker was trained on other data .*catalog "
+                                              r"cat-1 \(this run: cat-2\); re-run notebook 05"):
+        load_ranker(folder, expect=TrainingFingerprint.of("cat-2", split, ITEMS))
+    stratified = stratified_split(df, 0.75, seed=1)
+    with pytest.raises(CheckpointError) as err:
+        load_ranker(folder, expect=TrainingFingerprint.of("cat-1", stratified, ITEMS))
+    msg = str(err.value)
+    assert "split leave_last(min_train=1, n_last=1) (this run: stratified(ratio=0.75, seed=1))" in msg
+    assert "training interactions" in msg and "\n" not in msg and msg.endswith("on this catalog and split")
+    more = ITEMS + ["i12"]
+    with pytest.raises(CheckpointError, match=r"an item universe of 12 items.*\(this run: 13 items"):
+        load_ranker(folder, expect=TrainingFingerprint.of("cat-1", split, more))
+    # Saved without a catalog fingerprint: nothing to compare with, refused too.
+    anonymous = PopularityRanker(device="cpu").fit(split.train, ITEMS).save(tmp_path / "anon")
+    with pytest.raises(CheckpointError, match="catalog unknown"):
+        load_ranker(anonymous, expect=same)
+    # The split given to save must be the one the ranker was fitted on.
+    with pytest.raises(ConfigError, match="not fitted on the train rows of this stratified split"):
+        pop.save(tmp_path / "wrong", catalog_fingerprint="cat-1", split=stratified)
+    assert not (tmp_path / "wrong").exists()
+
+
+def test_load_ranker_bad_folders(tmp_path) -> None:
+    from workbench.encoders import FusionConfig, make_fusion, save_fusion
+
+    split = leave_last_out(cycles())
+    folder = PopularityRanker(device="cpu").fit(split.train, ITEMS).save(tmp_path / "pop")
+    ids = folder / "ids.parquet"
+    pl.read_parquet(ids).reverse().write_parquet(ids)  # ids out of step with the weights
+    with pytest.raises(CheckpointError, match=r"pop/ids.parquet: sha256 differs .*re-run notebook 05"):
+        load_ranker(folder)
+    ids.unlink()
+    with pytest.raises(CheckpointError, match=r"ids.parquet: missing"):
+        load_ranker(folder)
+    save_fusion(make_fusion(FusionConfig(d=4, hidden=4)), tmp_path / "fusion")
+    with pytest.raises(CheckpointError, match=r"a 'fusion' checkpoint, expected 'ranker.popularity'"):
+        load_ranker(tmp_path / "fusion")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_ranker(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="not fitted"):
+        PopularityRanker().save(tmp_path / "unfitted")

@@ -259,3 +259,75 @@ def test_system_run_headline_sections_and_figures():
     }
     assert run.results["info"]["ranker_source"] == "fake"
     assert "latency" not in str(run.results)
+
+
+# --------------------------------------------------------------------------- the ranker notebook 07 uses
+
+
+def _interactions(n_users: int = 12) -> pl.DataFrame:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [(f"u{u}", f"i{(u + t) % 8}", t0 + timedelta(hours=t)) for u in range(n_users) for t in range(4)]
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+
+
+def _saved_popularity(work, split, catalog="cat-1"):
+    from workbench.rankers import PopularityRanker
+
+    ranker = PopularityRanker(device="cpu").fit(split.train, ITEMS)
+    ranker.save(work / "rankers" / "popularity", catalog_fingerprint=catalog, split=split)
+    return ranker
+
+
+def test_system_run_loads_the_saved_ranker_and_names_it(tmp_path):
+    from workbench.evaluate.splits import leave_last_out
+    from workbench.evaluate.system_run import SystemRun, SystemRunConfig, _load_ranker
+    from workbench.rankers import TrainingFingerprint
+
+    split = leave_last_out(_interactions())
+    saved = _saved_popularity(tmp_path, split)
+    expect = TrainingFingerprint.of("cat-1", split, ITEMS)
+    cfg = SystemRunConfig(ranker="popularity", device="cpu")
+    ranker, source = _load_ranker(tmp_path, cfg, expect, split, ITEMS, np.eye(8, dtype=np.float32))
+    assert source == f"loaded {tmp_path / 'rankers' / 'popularity'} (trained in notebook 05, 0 epochs)"
+    users = [f"u{u}" for u in range(12)]
+    assert np.array_equal(ranker.score(users, ITEMS), saved.score(users, ITEMS))
+    run = SystemRun(cfg, {}, {}, None, {}, source, ranker_fingerprint=ranker.fingerprint.to_dict())
+    info = run.results["info"]
+    assert info["ranker_source"] == source and info["ranker_fingerprint"] == expect.to_dict()
+
+
+def test_system_run_refuses_a_ranker_trained_on_another_split_or_catalog(tmp_path):
+    from workbench.errors import CheckpointError
+    from workbench.evaluate.splits import leave_last_out, stratified_split
+    from workbench.evaluate.system_run import SystemRunConfig, _load_ranker
+    from workbench.rankers import TrainingFingerprint
+
+    df = _interactions()
+    split = leave_last_out(df)
+    cfg = SystemRunConfig(ranker="popularity", device="cpu")
+    vectors = np.eye(8, dtype=np.float32)
+    other = stratified_split(df, 0.75, seed=3)
+    _saved_popularity(tmp_path, other)
+    with pytest.raises(CheckpointError, match=r"rankers/popularity: .*split stratified\(ratio=0.75, seed=3\) "
+                                              r"\(this run: leave_last.*re-run notebook 05"):
+        _load_ranker(tmp_path, cfg, TrainingFingerprint.of("cat-1", split, ITEMS), split, ITEMS, vectors)
+    _saved_popularity(tmp_path, split, catalog="another-catalog")
+    with pytest.raises(CheckpointError, match=r"catalog another-cata \(this run: cat-1\)"):
+        _load_ranker(tmp_path, cfg, TrainingFingerprint.of("cat-1", split, ITEMS), split, ITEMS, vectors)
+
+
+def test_system_run_fits_a_ranker_only_when_none_was_saved(tmp_path):
+    from workbench.evaluate.splits import leave_last_out
+    from workbench.evaluate.system_run import SystemRunConfig, _load_ranker
+    from workbench.rankers import PopularityRanker, TrainingFingerprint
+
+    split = leave_last_out(_interactions())
+    expect = TrainingFingerprint.of("cat-1", split, ITEMS)
+    cfg = SystemRunConfig(ranker="popularity", device="cpu")
+    ranker, source = _load_ranker(tmp_path, cfg, expect, split, ITEMS, np.eye(8, dtype=np.float32))
+    folder = tmp_path / "rankers" / "popularity"
+    assert source == (f"fitted popularity here: no saved ranker at {folder} "
+                      "(run notebook 05 to evaluate the one it trained)")
+    assert isinstance(ranker, PopularityRanker) and ranker.fingerprint == expect
+    with pytest.raises(EvaluationError, match="'knn': no saved ranker at .*rankers/knn"):
+        _load_ranker(tmp_path, SystemRunConfig(ranker="knn"), expect, split, ITEMS, None)

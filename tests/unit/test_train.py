@@ -249,7 +249,7 @@ def test_load_checkpoint_bad_inputs_name_the_file(tmp_path):
     bad.mkdir()
     (bad / "model.json").write_text((path / "model.json").read_text())
     torch.save(model.state_dict(), bad / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"pickled.*not a readable safetensors"):
+    with pytest.raises(CheckpointError, match=r"pickled.*not a valid safetensors"):
         load_checkpoint(bad, model)
 
     # truncated weights
@@ -258,7 +258,7 @@ def test_load_checkpoint_bad_inputs_name_the_file(tmp_path):
     (trunc / "model.json").write_text((path / "model.json").read_text())
     data = weights.read_bytes()
     (trunc / "model.safetensors").write_bytes(data[: len(data) - 40])
-    with pytest.raises(CheckpointError, match=r"trunc.*not a readable safetensors"):
+    with pytest.raises(CheckpointError, match=r"trunc.*not a valid safetensors"):
         load_checkpoint(trunc, model)
 
     # shape mismatch: names the file, the tensor and both shapes

@@ -9,8 +9,6 @@ CPU tensors; the fusion is read from `<work>/fusion` when it exists.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,21 +16,22 @@ import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.catalog import Catalog, read_catalog
+from workbench.checkpoint import WEIGHTS_FILE
 from workbench.device import autocast_dtype, resolve_device
 from workbench.encoders.data import CatalogTensors, prepare_catalog
 from workbench.encoders.fusion import Fusion, FusionOutput, load_fusion
 from workbench.encoders.model import (
     MODALITIES,
-    WEIGHTS_FILE,
     EncoderConfig,
     MultimodalEncoder,
     load_encoder_model,
 )
 from workbench.errors import ConfigError
+from workbench.files import write_json_atomic, write_parquet_atomic
 from workbench.media import load_audio, load_image
+from workbench.progress import progress_bar
 
 
 def _to_device(x: Tensor, device: torch.device) -> Tensor:
@@ -57,7 +56,7 @@ def encode_items(
     out: dict[str, list[Tensor]] = {}
     n = tensors.n_items
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="embedding items", unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc="embedding items", unit="batch", enabled=progress):
         sl = slice(start, start + batch_size)
         batch: dict[str, Tensor] = {}
         if "text" in model.towers:
@@ -194,14 +193,9 @@ def write_embeddings(
         for j, m in enumerate(fusion_modalities):
             w = fused.weights[:, j].float().numpy()
             cols[f"weight_{m}"] = pl.Series([float(x) if ok else None for x, ok in zip(w, masks[m].numpy(), strict=True)], dtype=pl.Float32)
-    df = pl.DataFrame(cols)
-    tmp = out_dir / f".items.parquet.{os.getpid()}.tmp"
-    df.write_parquet(tmp)
-    os.replace(tmp, out_dir / "items.parquet")
+    write_parquet_atomic(out_dir / "items.parquet", pl.DataFrame(cols))
     doc = {"n_items": len(item_ids), "modalities": modalities, **info}
-    tmp = out_dir / f".items.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, out_dir / "items.json")
+    write_json_atomic(out_dir / "items.json", doc)
     return out_dir
 
 

@@ -30,18 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.encoders.model import (
-    CONFIG_FILE,
-    MODALITIES,
-    WEIGHTS_FILE,
-    check_modalities,
-    load_state,
-    read_checkpoint,
-    write_checkpoint,
-)
+from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, load_into, read_checkpoint, save_checkpoint
+from workbench.encoders.model import MODALITIES, check_modalities
 from workbench.errors import CheckpointError, ConfigError
 
 STRATEGIES = ("weighted_mean", "concat_mlp", "gated_attention")
+FUSION_KIND = "fusion"  # the checkpoint kind of `save_fusion`
 
 
 @dataclass
@@ -203,22 +197,21 @@ class FusionModel(nn.Module):
 
 
 def save_fusion(fusion: Fusion, folder: str | Path, extra: dict | None = None) -> Path:
-    payload = {"kind": "fusion", "config": fusion.config.to_dict(), **(extra or {})}
-    return write_checkpoint(folder, fusion.state_dict(), payload)
+    """A `workbench.checkpoint` folder (kind `fusion`, the `FusionConfig` as `model_config`)."""
+    return save_checkpoint(folder, fusion, kind=FUSION_KIND, model_config=fusion.config.to_dict(), extra=extra)
 
 
 def load_fusion(folder: str | Path, d: int | None = None) -> Fusion:
     """A fusion saved by `save_fusion`; `d` (the encoder's) must match the saved one."""
-    state, payload = read_checkpoint(folder)
-    cfg_file = Path(folder) / CONFIG_FILE
-    if payload.get("kind") != "fusion" or not isinstance(payload.get("config"), dict):
-        raise CheckpointError(f"{cfg_file}: not a fusion checkpoint (expected kind 'fusion')")
+    folder = Path(folder)
+    state, doc = read_checkpoint(folder, kind=FUSION_KIND)
+    saved = doc["model_config"]
     try:
-        config = FusionConfig(**{**payload["config"], "modalities": tuple(payload["config"].get("modalities", MODALITIES))})
+        config = FusionConfig(**{**saved, "modalities": tuple(saved.get("modalities", MODALITIES))})
     except (TypeError, ConfigError) as e:
-        raise CheckpointError(f"{cfg_file}: invalid fusion config ({e})") from e
+        raise CheckpointError(f"{folder / DOC_FILE}: invalid fusion config ({e})") from e
     if d is not None and config.d != d:
-        raise CheckpointError(f"{Path(folder) / WEIGHTS_FILE}: fusion trained with d={config.d}, the encoder has d={d}")
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: fusion trained with d={config.d}, the encoder has d={d}")
     fusion = make_fusion(config)
-    load_state(fusion, state, str(Path(folder) / WEIGHTS_FILE))
+    load_into(fusion, state, folder / WEIGHTS_FILE, aliases=doc["aliases"])
     return fusion.eval()

@@ -6,30 +6,29 @@ texts, through the text tower). Missing modalities are *computed* on whatever
 placeholder the batch holds (static shapes, no host sync) and masked out by the
 task; nothing here decides what counts as present.
 
-Saved encoders are a folder with `model.safetensors` and `config.json`; a frozen
-pretrained text backbone is not copied into it (it is reloaded from its local
-folder, named in the config).
+Saved encoders are a `workbench.checkpoint` folder (`model.safetensors` +
+`model.json`, kind `multimodal_encoder`, the `EncoderConfig` as `model_config`);
+frozen pretrained backbones are not copied into it (they are reloaded from their
+package or local folder, named in the config), only a digest of their weights.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, load_into, read_checkpoint, save_checkpoint
 from workbench.encoders.audio import AudioTower, AudioTowerConfig
 from workbench.encoders.image import ImageTower, ImageTowerConfig
 from workbench.encoders.text import TextTower, TextTowerConfig
 from workbench.errors import CheckpointError, ConfigError
 
 MODALITIES = ("text", "image", "audio")
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+ENCODER_KIND = "multimodal_encoder"
 
 
 def check_modalities(names, where: str) -> tuple[str, ...]:
@@ -177,63 +176,6 @@ class MultimodalEncoder(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not (skip and k.startswith(skip))}
 
 
-def write_checkpoint(folder: str | Path, state: dict[str, Tensor], config: dict) -> Path:
-    """`<folder>/model.safetensors` + `<folder>/config.json`, each written atomically."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, folder / CONFIG_FILE)
-    return folder
-
-
-def read_checkpoint(folder: str | Path) -> tuple[dict[str, Tensor], dict]:
-    """(state, config) of a checkpoint folder, with errors that name the file at fault."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist")
-    weights, cfg = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.exists():
-        raise CheckpointError(f"{folder}: no weights ({WEIGHTS_FILE} missing; expected a folder saved by the workbench)")
-    if not cfg.exists():
-        raise CheckpointError(f"{folder}: {CONFIG_FILE} missing next to {WEIGHTS_FILE}")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{cfg}: expected a JSON object")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights}: not a valid safetensors file, or truncated ({e})") from e
-    return state, config
-
-
-def load_state(
-    module: nn.Module, state: dict[str, Tensor], source: str, allow_missing: str | tuple[str, ...] | None = None
-) -> None:
-    """load_state_dict with a CheckpointError naming the file and the first mismatch."""
-    own = module.state_dict()
-    for key, value in state.items():
-        if key not in own:
-            raise CheckpointError(f"{source}: unexpected tensor {key!r} (the checkpoint does not fit this model)")
-        if own[key].shape != value.shape:
-            raise CheckpointError(f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
-    missing = [k for k in own if k not in state and not (allow_missing and k.startswith(allow_missing))]
-    if missing:
-        raise CheckpointError(f"{source}: tensor {missing[0]!r} missing ({len(missing)} in all)")
-    module.load_state_dict(state, strict=False)
-
-
 def state_digest(module: nn.Module) -> str:
     """A short sha256 of a module's tensors (names, values): which weights a backbone holds."""
     import hashlib
@@ -260,9 +202,8 @@ def save_encoder(model: MultimodalEncoder, folder: str | Path, extra: dict | Non
     Frozen pretrained backbones are not copied (they reload from their package or
     folder); the digest of their weights is recorded so a load onto other weights fails.
     """
-    payload = {"kind": "multimodal_encoder", "config": model.config.to_dict(),
-               "frozen_backbones": _frozen_digests(model), **(extra or {})}
-    return write_checkpoint(folder, model.state_to_save(), payload)
+    return save_checkpoint(folder, model.state_to_save(), kind=ENCODER_KIND, model_config=model.config.to_dict(),
+                           extra={"frozen_backbones": _frozen_digests(model), **(extra or {})})
 
 
 def load_encoder_model(folder: str | Path, config: EncoderConfig | None = None) -> MultimodalEncoder:
@@ -270,19 +211,18 @@ def load_encoder_model(folder: str | Path, config: EncoderConfig | None = None) 
 
     A `config` given by the caller must agree with the saved one on `d`.
     """
-    state, payload = read_checkpoint(folder)
-    cfg_file = Path(folder) / CONFIG_FILE
-    if payload.get("kind") != "multimodal_encoder" or "config" not in payload:
-        raise CheckpointError(f"{cfg_file}: not an encoder checkpoint (expected kind 'multimodal_encoder')")
+    folder = Path(folder)
+    state, doc = read_checkpoint(folder, kind=ENCODER_KIND)
+    cfg_file = folder / DOC_FILE
     try:
-        saved = EncoderConfig.from_dict(payload["config"], source=str(cfg_file))
+        saved = EncoderConfig.from_dict(doc["model_config"], source=str(cfg_file))
     except (TypeError, ConfigError) as e:
         raise CheckpointError(f"{cfg_file}: invalid encoder config ({e})") from e
     if config is not None and config.d != saved.d:
-        raise CheckpointError(f"{Path(folder) / WEIGHTS_FILE}: trained with d={saved.d}, but the config asks for d={config.d}")
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: trained with d={saved.d}, but the config asks for d={config.d}")
     model = MultimodalEncoder(config or saved)
-    load_state(model, state, str(Path(folder) / WEIGHTS_FILE), allow_missing=model.frozen_prefixes() or None)
-    recorded = payload.get("frozen_backbones", {})
+    load_into(model, state, folder / WEIGHTS_FILE, aliases=doc["aliases"], allow_missing=model.frozen_prefixes())
+    recorded = doc["extra"].get("frozen_backbones", {})
     for prefix, digest in _frozen_digests(model).items():
         if prefix in recorded and recorded[prefix] != digest:
             raise CheckpointError(

@@ -7,9 +7,12 @@ Reads ``<catalog>`` and ``<work>/{embeddings,index,encoders,rankers}``:
 * the query encoder (``<work>/encoders``) for the test split of the catalog's
   search queries (``split_queries``: the split the encoders were aligned with,
   so no test query was trained on);
-* the ranker ``<work>/rankers/<name>`` via ``workbench.rankers.load_ranker``
-  when the rankers package provides it; otherwise the named ranker is fitted
-  here on the same interaction split (``ranker_source`` says which);
+* the ranker notebook 05 saved in ``<work>/rankers/<name>``
+  (``workbench.rankers.load_ranker``), checked against this run's catalog,
+  leave-last-out split and item universe (the index's items): one trained on
+  other data is refused, never silently replaced. Only when no such folder
+  exists is the named ranker fitted here on the same split; ``ranker_source``
+  says which happened and ``info["ranker_fingerprint"]`` what it was trained on;
 * per-modality embeddings (``text``/``image``/``audio`` columns of
   ``items.parquet``) for the modality breakdown.
 
@@ -29,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from workbench.errors import EvaluationError
-from workbench.evaluate.splits import leave_last_out, split_queries
+from workbench.evaluate.splits import Split, leave_last_out, split_queries
 from workbench.evaluate.system import (
     SystemConfig,
     TwoStageResult,
@@ -39,6 +42,7 @@ from workbench.evaluate.system import (
     next_item_task,
     query_task,
 )
+from workbench.rankers import MODELS, Ranker, TrainingFingerprint, load_ranker, make_ranker
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +62,8 @@ class SystemRunConfig:
     latency_queries: int = 200
     query_test_fraction: float = 0.2
     query_split_seed: int = 0
-    ranker: str = "sequential"  # popularity | bpr | sequential (workbench.rankers.MODELS)
-    ranker_epochs: int | None = None  # only when the ranker must be fitted here
+    ranker: str = "sequential"  # <work>/rankers/<ranker>; popularity | bpr | sequential
+    ranker_epochs: int | None = None  # only when no saved ranker exists and one is fitted here
     last_n: int = 5
     max_users: int | None = None  # evaluate the first n test users (sorted ids); None: all
     device: str = "auto"
@@ -84,8 +88,9 @@ class SystemRun:
     latency: dict[str, dict[str, dict[str, float]]]
     modality_frame: pl.DataFrame | None
     modality_summary: dict[str, Any]
-    ranker_source: str
+    ranker_source: str  # which ranker re-ranked: loaded from where, or fitted here and why
     info: dict[str, Any] = field(default_factory=dict)
+    ranker_fingerprint: dict[str, Any] | None = None  # what that ranker was trained on
 
     @property
     def results(self) -> dict[str, Any]:
@@ -93,8 +98,14 @@ class SystemRun:
         out: dict[str, Any] = {name: res.to_dict() for name, res in sorted(self.tasks.items())}
         if self.modality_summary:
             out["modalities"] = self.modality_summary
-        out["info"] = {**self.info, "ranker_source": self.ranker_source}
+        out["info"] = {**self.info, "ranker_source": self.ranker_source,
+                       "ranker_fingerprint": self.ranker_fingerprint}
         return out
+
+    def per_query(self) -> pl.DataFrame:
+        """Every task's per-query metrics, one row per (task, query): for paired tests between runs."""
+        frames = [res.per_query.with_columns(pl.lit(name).alias("task")) for name, res in sorted(self.tasks.items())]
+        return pl.concat(frames, how="diagonal").select("task", pl.exclude("task"))
 
     def headline(self, digits: int = 3) -> pl.DataFrame:
         """Rounded table task x stage x metric (mean and interval): the notebook's contract."""
@@ -179,25 +190,24 @@ def _aligned(emb_ids: np.ndarray, vectors: np.ndarray, order: np.ndarray) -> np.
     return vectors[idx]
 
 
-def _load_ranker(work: Path, cfg: SystemRunConfig, train: pl.DataFrame, item_ids, vectors):
-    """The ranker notebook 05 saved, or one fitted here on the same split."""
+def _load_ranker(work: Path, cfg: SystemRunConfig, expect: TrainingFingerprint, split: Split,
+                 item_ids: np.ndarray, vectors: np.ndarray) -> tuple[Ranker, str]:
+    """The ranker notebook 05 saved (refused when trained on other data), or one fitted here
+    when there is none; with a sentence saying which."""
     folder = work / "rankers" / cfg.ranker
-    try:
-        from workbench.rankers import load_ranker  # provided by the rankers package
-    except ImportError:
-        load_ranker = None
-    if load_ranker is not None and folder.exists():
-        return load_ranker(folder), f"loaded {folder.name} from <work>/rankers"
-    from workbench.rankers import MODELS, make_ranker
-
+    shown = f"<work>/rankers/{cfg.ranker}"  # metrics.json must not depend on where the work folder is
+    if folder.exists():
+        ranker = load_ranker(folder, device=cfg.device, expect=expect)
+        return ranker, f"loaded {shown} (trained in notebook 05, {len(ranker.history)} epochs)"
     if cfg.ranker not in MODELS:
         raise EvaluationError(
-            f"ranker {cfg.ranker!r}: expected one of {', '.join(MODELS)} "
-            f"(or a saved ranker folder {folder})"
-        )
+            f"ranker {cfg.ranker!r}: no saved ranker at {folder} and not one of {', '.join(MODELS)} "
+            "to fit here")
     ranker = make_ranker(cfg.ranker, seed=cfg.seed, epochs=cfg.ranker_epochs, device=cfg.device)
-    ranker.fit(train, items=item_ids, item_embeddings=vectors)
-    return ranker, f"fitted {cfg.ranker} in notebook 07 (no saved ranker loader)"
+    ranker.fit(split.train, items=item_ids, item_embeddings=vectors)
+    ranker.fingerprint = expect  # fitted on exactly this run's split and items
+    return ranker, (f"fitted {cfg.ranker} here: no saved ranker at {shown} "
+                    "(run notebook 05 to evaluate the one it trained)")
 
 
 def evaluate_system(
@@ -235,11 +245,16 @@ def evaluate_system(
     modality_frame, modality_summary = None, {}
 
     interactions = cat.interactions.collect() if cat.interactions is not None else None
-    ranker, ranker_source = None, "none (no interactions)"
+    ranker, ranker_source, ranker_fingerprint = None, "none (no interactions)", None
     split = None
     if interactions is not None and interactions.height:
+        from workbench.report import data_fingerprint
+
         split = leave_last_out(interactions)
-        ranker, ranker_source = _load_ranker(work, cfg, split.train, item_ids, vectors)
+        # What notebook 05 trained on when it used this catalog: the saved ranker must match.
+        expect = TrainingFingerprint.of(data_fingerprint(cat.root)["fingerprint"], split, item_ids)
+        ranker, ranker_source = _load_ranker(work, cfg, expect, split, item_ids, vectors)
+        ranker_fingerprint = ranker.fingerprint.to_dict()
 
     if has_rows(cat, "queries") and has_rows(cat, "qrels"):
         from workbench.encoders import load_encoder
@@ -292,4 +307,5 @@ def evaluate_system(
             f"{cat.root}: neither queries with qrels nor interactions: nothing to evaluate"
         )
     info["config"] = asdict(cfg)
-    return SystemRun(cfg, tasks, latency, modality_frame, modality_summary, ranker_source, info)
+    return SystemRun(cfg, tasks, latency, modality_frame, modality_summary, ranker_source, info,
+                     ranker_fingerprint)

@@ -16,10 +16,20 @@ Documented behaviour on awkward input:
   who has seen almost everything may have fewer than k rankable items: the list is
   padded with item id `""`, index -1 and score `-inf`.
 * An empty list of users gives empty (0, k) arrays.
+
+**Saving.** `ranker.save(folder, catalog_fingerprint=..., split=...)` writes a
+`workbench.checkpoint` folder of kind `ranker.<name>`: the model's tensors, the
+ranker's own state under `ranker.*` (the seen-items matrix as CSR index tensors,
+item counts, the popularity served to cold users, and what a subclass's `_scores`
+needs), `ids.parquet` (item and user ids in index order; strings cannot go into
+safetensors; its sha256 is recorded) and, in `model.json`, the ranker's config,
+its history and its `TrainingFingerprint`. `workbench.rankers.load_ranker(folder)`
+rebuilds it from the folder alone; its `score` and `recommend` equal the saved one's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -31,12 +41,26 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, json_safe, load_into, save_checkpoint
 from workbench.device import resolve_device
-from workbench.errors import CatalogError, ConfigError
+from workbench.errors import CatalogError, CheckpointError, ConfigError
+from workbench.evaluate.splits import Split
+from workbench.files import sha256_file, staging_dir, write_parquet_atomic
+from workbench.rankers.fingerprint import (
+    RERUN,
+    TrainingFingerprint,
+    interactions_digest,
+    items_digest,
+    split_spec,
+)
+from workbench.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
+KIND_PREFIX = "ranker."  # checkpoint kind: ranker.<name>
+STATE_PREFIX = "ranker."  # tensor names of the ranker's own state; the rest are the model's
+IDS_FILE = "ids.parquet"
 
 
 class Recommendations(tuple):
@@ -84,6 +108,8 @@ class Ranker(ABC):
         self.device = resolve_device(device)
         self.item_ids: np.ndarray | None = None
         self.user_ids: np.ndarray | None = None
+        self.history: list[dict[str, Any]] = []  # per-epoch records of trained rankers
+        self.fingerprint: TrainingFingerprint | None = None  # what it was fitted on
 
     # ----------------------------------------------------------------- fitting
     def fit(
@@ -120,13 +146,10 @@ class Ranker(ABC):
                 raise CatalogError("items: duplicate item_id in the item universe; expected unique ids")
         if len(item_ids) == 0:
             raise CatalogError("items: empty item universe")
-        self.item_ids = item_ids
-        self._items_order = np.argsort(item_ids, kind="stable")  # vectorised id -> index lookups
-        self._items_sorted = item_ids[self._items_order]
-        self.user_ids = np.sort(df["user_id"].unique().to_numpy().astype(str))
+        user_ids = np.sort(df["user_id"].unique().to_numpy().astype(str))
         # Map ids with joins (vectorised), keeping the input row order.
         imap = pl.DataFrame({"item_id": item_ids, "_i": np.arange(len(item_ids), dtype=np.int64)})
-        umap = pl.DataFrame({"user_id": self.user_ids, "_u": np.arange(len(self.user_ids), dtype=np.int64)})
+        umap = pl.DataFrame({"user_id": user_ids, "_u": np.arange(len(user_ids), dtype=np.int64)})
         mapped = (
             df.select(pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8),
                       pl.col("timestamp").dt.epoch("us").alias("_t"))
@@ -144,20 +167,41 @@ class Ranker(ABC):
         self._train_users = mapped["_u"].to_numpy()
         self._train_items = mapped["_i"].to_numpy()
         self._train_times = mapped["_t"].to_numpy()
-        n_u, n_i = len(self.user_ids), len(item_ids)
+        n_u, n_i = len(user_ids), len(item_ids)
         seen = sp.csr_matrix(
             (np.ones(len(self._train_users), dtype=np.float32), (self._train_users, self._train_items)),
             shape=(n_u, n_i),
         )
         seen.sum_duplicates()
         seen.data[:] = 1.0
+        self._set_state(item_ids, user_ids, seen, np.bincount(self._train_items, minlength=n_i).astype(np.float64))
+        self.n_train = len(self._train_users)
+        # Catalog and split are unknown here: `save` adds them from its caller.
+        self.fingerprint = TrainingFingerprint(None, None, interactions_digest(df), df.height,
+                                               items_digest(item_ids), n_i)
+        self._set_popularity(self._training_popularity())
+
+    def _set_state(self, item_ids: np.ndarray, user_ids: np.ndarray, seen: sp.csr_matrix,
+                   item_counts: np.ndarray) -> None:
+        """Vocabularies, seen items and counts: what fitting computes and loading restores."""
+        self.item_ids = item_ids
+        self._items_order = np.argsort(item_ids, kind="stable")  # vectorised id -> index lookups
+        self._items_sorted = item_ids[self._items_order]
+        self.user_ids = user_ids
         self._seen = seen
-        self._item_counts = np.bincount(self._train_items, minlength=n_i).astype(np.float64)
-        self._fallback = torch.as_tensor(self.popularity_scores(), dtype=torch.float32, device=self.device)
+        self._item_counts = item_counts
+
+    def _set_popularity(self, scores: np.ndarray) -> None:
+        self._popularity = np.asarray(scores, dtype=np.float32)
+        self._fallback = torch.as_tensor(self._popularity, device=self.device)
+
+    def _training_popularity(self) -> np.ndarray:
+        """The popularity of the training data: interaction counts per item."""
+        return self._item_counts.astype(np.float32)
 
     def popularity_scores(self) -> np.ndarray:
-        """Scores served to cold users: training interaction counts per item."""
-        return self._item_counts.astype(np.float32)
+        """Scores served to cold users (training popularity)."""
+        return self._popularity.copy()
 
     @abstractmethod
     def _fit(self, item_embeddings: np.ndarray | None) -> None:
@@ -288,7 +332,95 @@ class Ranker(ABC):
         """Sizes of the fitted vocabularies (for logs and reports)."""
         self._check_fitted()
         return {"ranker": self.name, "n_users": len(self.user_ids), "n_items": len(self.item_ids),
-                "n_train": int(len(self._train_users))}
+                "n_train": int(self.n_train)}
+
+    # ----------------------------------------------------------------- saving
+    def save(self, folder: str | Path, *, catalog_fingerprint: str | None = None,
+             split: Split | None = None) -> Path:
+        """Write the fitted ranker to `folder` (see the module docstring); returns `folder`.
+
+        The folder is built in a staging folder and published whole, so `folder`
+        holds the previous ranker or the new one, never a mix. `catalog_fingerprint`
+        and `split` (the split whose train rows the ranker was fitted on) complete
+        its `fingerprint`, which `load_ranker(folder, expect=...)` checks.
+        """
+        self._check_fitted()
+        fingerprint = self.fingerprint
+        if catalog_fingerprint is not None:
+            fingerprint = dataclasses.replace(fingerprint, catalog=catalog_fingerprint)
+        if split is not None:
+            if interactions_digest(split.train) != fingerprint.interactions:
+                raise ConfigError(
+                    f"{self.name}: not fitted on the train rows of this {split.report.kind} split; "
+                    "pass the split whose train rows it was fitted on")
+            fingerprint = dataclasses.replace(fingerprint, split=split_spec(split))
+        folder = Path(folder)
+        with staging_dir(folder) as st:
+            ids = pl.DataFrame({
+                "role": np.repeat(["item", "user"], [len(self.item_ids), len(self.user_ids)]),
+                "id": np.concatenate([self.item_ids, self.user_ids]),
+            })
+            write_parquet_atomic(st.path / IDS_FILE, ids)
+            extra = {"ids": {"file": IDS_FILE, "sha256": sha256_file(st.path / IDS_FILE)},
+                     "fingerprint": fingerprint.to_dict(), "n_train": int(self.n_train),
+                     "history": json_safe(self.history)}
+            tensors = {
+                f"{STATE_PREFIX}seen_indptr": torch.from_numpy(self._seen.indptr.astype(np.int64)),
+                f"{STATE_PREFIX}seen_indices": torch.from_numpy(self._seen.indices.astype(np.int64)),
+                f"{STATE_PREFIX}item_counts": torch.from_numpy(self._item_counts),
+                f"{STATE_PREFIX}popularity": torch.from_numpy(self._popularity),
+                **self._saved_tensors(),
+            }
+            save_checkpoint(st.path, tensors, kind=KIND_PREFIX + self.name,
+                            model_config=self._saved_config(), extra=extra)
+            st.publish()
+        self.fingerprint = fingerprint
+        return folder
+
+    @abstractmethod
+    def _saved_config(self) -> dict[str, Any]:
+        """The JSON config `_from_config` rebuilds this ranker from."""
+
+    @abstractmethod
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        """The model's tensors and whatever else `_scores` needs (names under `ranker.`)."""
+
+    @classmethod
+    @abstractmethod
+    def _from_config(cls, config: dict[str, Any], device: str, source: Path) -> Ranker:
+        """An unfitted ranker built from `_saved_config()`'s output."""
+
+    @abstractmethod
+    def _restore_model(self, doc: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        """Put back what `_saved_tensors` saved."""
+
+    @classmethod
+    def from_checkpoint(cls, folder: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor],
+                        device: str = "auto") -> Ranker:
+        """The ranker `save` wrote to `folder`, from its model.json `doc` and its `tensors`."""
+        ranker = cls._from_config(doc["model_config"], device, folder / DOC_FILE)
+        item_ids, user_ids = _read_ids(folder, doc)
+        try:
+            indptr = tensors[f"{STATE_PREFIX}seen_indptr"].numpy()
+            indices = tensors[f"{STATE_PREFIX}seen_indices"].numpy()
+            seen = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                                 shape=(len(user_ids), len(item_ids)))
+            counts = tensors[f"{STATE_PREFIX}item_counts"].numpy()
+            popularity = tensors[f"{STATE_PREFIX}popularity"].numpy()
+            if len(counts) != len(item_ids) or len(popularity) != len(item_ids):
+                raise ValueError(f"{len(counts)} item counts")
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{folder / WEIGHTS_FILE}: the ranker's state does not fit {IDS_FILE} ({len(item_ids)} "
+                f"items, {len(user_ids)} users): {exc}; {RERUN}") from exc
+        ranker._set_state(item_ids, user_ids, seen, counts)
+        ranker._set_popularity(popularity)
+        extra = doc["extra"]
+        ranker.n_train = int(extra.get("n_train", 0))
+        ranker.history = list(extra.get("history", []))
+        ranker.fingerprint = TrainingFingerprint.from_dict(extra.get("fingerprint") or {}, folder / DOC_FILE)
+        ranker._restore_model(doc, tensors, folder)
+        return ranker
 
 
 def _lookup(sorted_ids: np.ndarray, query: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +461,22 @@ def load_item_embeddings(path: str | Path, item_ids: Sequence[str] | np.ndarray,
     return out
 
 
+def _read_ids(folder: Path, doc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids, user_ids) from the folder's ids.parquet, after checking its recorded sha256."""
+    path = folder / IDS_FILE
+    recorded = doc["extra"].get("ids", {}).get("sha256")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (the item and user ids of the ranker); {RERUN}")
+    if sha256_file(path) != recorded:
+        raise CheckpointError(
+            f"{path}: sha256 differs from the one recorded in {folder / DOC_FILE} (the folder was "
+            f"modified or mixed with another ranker's files); {RERUN}")
+    ids = pl.read_parquet(path)
+    role = ids["role"].to_numpy()
+    values = ids["id"].to_numpy().astype(str)
+    return values[role == "item"], values[role == "user"]
+
+
 def identity_collate(batch: Any) -> Any:
     """`collate_fn` for datasets whose `__getitems__` already returns a batched dict."""
     return batch
@@ -339,7 +487,9 @@ class TrainedRanker(Ranker):
 
     `config_class` is the subclass's dataclass config (validated here; its `train`
     field is the `TrainConfig`). `eval_fn(ranker) -> dict` (optional) runs after
-    every epoch; its numbers land in `history` (learning curves).
+    every epoch; its numbers land in `history` (learning curves). A subclass builds
+    its model with `build_model(model_config)`, from a JSON dict that `_fit` makes
+    and the saved ranker keeps, so loading needs nothing but the folder.
     """
 
     config_class: type
@@ -351,14 +501,20 @@ class TrainedRanker(Ranker):
         super().__init__(self.config.train.device)
         self.eval_fn = eval_fn
         self.model: torch.nn.Module | None = None
-        self.history: list[dict[str, Any]] = []
+        self.model_config: dict[str, Any] = {}
         self.checkpoint = None
 
+    @staticmethod
+    @abstractmethod
+    def build_model(model_config: dict[str, Any]) -> torch.nn.Module:
+        """The (untrained) model described by `model_config`."""
+
     def _train(self, model: torch.nn.Module, task: Any, data: Any, model_config: dict[str, Any]) -> None:
-        """Fit `model` and keep it, its per-epoch history and its checkpoint folder."""
+        """Fit `model` and keep it, its config, its per-epoch history and its checkpoint folder."""
         from workbench.train import fit
 
         self.model = model  # eval_fn scores through self.model while it trains
+        self.model_config = model_config
         epoch_eval = None
         if self.eval_fn is not None:
             def epoch_eval(_model: torch.nn.Module) -> Mapping[str, float]:
@@ -368,3 +524,28 @@ class TrainedRanker(Ranker):
         self.model = result.model.eval()
         self.history = result.history
         self.checkpoint = result.checkpoint
+
+    def _saved_config(self) -> dict[str, Any]:
+        return {"ranker": dataclasses.asdict(self.config), "model": self.model_config}
+
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], device: str, source: Path) -> Ranker:
+        try:
+            data = dict(config["ranker"])
+            train = TrainConfig(**{**data["train"], "betas": tuple(data["train"]["betas"]), "device": device})
+            return cls(cls.config_class(**{**data, "train": train}))
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise CheckpointError(f"{source}: invalid {cls.config_class.__name__} ({exc}); {RERUN}") from exc
+
+    def _restore_model(self, doc: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        self.model_config = dict(doc["model_config"].get("model", {}))
+        try:
+            model = self.build_model(self.model_config)
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{folder / DOC_FILE}: invalid model config ({exc}); {RERUN}") from exc
+        weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
+        load_into(model, weights, folder / WEIGHTS_FILE, aliases=doc["aliases"])
+        self.model = model.to(self.device).eval()

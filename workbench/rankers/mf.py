@@ -18,8 +18,8 @@ column `fused`) can help in two ways (`BPRConfig.fused`):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,17 +189,22 @@ class BPRRanker(TrainedRanker):
             raise ConfigError(f"BPRConfig.fused={cfg.fused!r} needs item_embeddings (the fused item embeddings)")
         regularise = cfg.fused in ("regularise", "both")
         fused_dim = item_embeddings.shape[1] if (use_fused and regularise) else 0
+        model_config = {"n_users": len(self.user_ids), "n_items": len(self.item_ids), "dim": cfg.dim,
+                        "item_bias": cfg.item_bias, "init_std": cfg.init_std, "fused_dim": fused_dim}
         torch.manual_seed(cfg.train.seed)  # factor init is part of the seeded run
-        model = MFModel(len(self.user_ids), len(self.item_ids), cfg.dim, cfg.item_bias, cfg.init_std, fused_dim)
+        model = self.build_model(model_config)
         if cfg.fused in ("init", "both"):
             model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
         if fused_dim:
             model.fused.copy_(torch.from_numpy(item_embeddings))
         data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives)
         task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
-        model_config = {"kind": "bpr", "n_users": len(self.user_ids), "n_items": len(self.item_ids),
-                        **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"}}
         self._train(model, task, data, model_config)
+
+    @staticmethod
+    def build_model(model_config: dict[str, Any]) -> MFModel:
+        c = model_config
+        return MFModel(c["n_users"], c["n_items"], c["dim"], c["item_bias"], c["init_std"], c["fused_dim"])
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()

@@ -8,6 +8,8 @@ the all-time count breaking ties so that the order is total and meaningful.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ class PopularityRanker(Ranker):
             raise ConfigError(f"window={window}: expected a positive timedelta or None")
         self.window = window
 
-    def popularity_scores(self) -> np.ndarray:
+    def _training_popularity(self) -> np.ndarray:
         counts = self._item_counts
         if self.window is None:
             return counts.astype(np.float32)
@@ -41,3 +43,17 @@ class PopularityRanker(Ranker):
 
     def _scores(self, users: torch.Tensor) -> torch.Tensor:
         return self._fallback.expand(len(users), -1).clone()
+
+    def _saved_config(self) -> dict[str, Any]:
+        return {"window_us": None if self.window is None else self.window // timedelta(microseconds=1)}
+
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        return {}  # the saved popularity scores are the whole model
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], device: str, source: Path) -> PopularityRanker:
+        window = config.get("window_us")
+        return cls(window=None if window is None else timedelta(microseconds=window), device=device)
+
+    def _restore_model(self, doc: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        """Nothing beyond the popularity scores, which the base class restores."""

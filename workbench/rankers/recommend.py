@@ -6,15 +6,13 @@
   test user, with each user's training items excluded;
 * `train.parquet`, `test.parquet`: the split it used (input columns unchanged),
   so anyone can score the lists with their own tools;
-* `metrics.json`: what it returns.
+* `metrics.json`: what it returns, without the timings (those go to `timings.json`).
 
 Cold test users (no training history) get popularity; their count is in the result.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,16 @@ import numpy as np
 import polars as pl
 
 from workbench.catalog import read_catalog
+from workbench.checkpoint import json_safe
 from workbench.errors import CatalogError, ConfigError, EvaluationError
 from workbench.evaluate.metrics import coverage, ranking_metrics, relevance_matrix
 from workbench.evaluate.splits import SPLIT_KINDS, Split, make_split
+from workbench.files import write_json_atomic, write_parquet_atomic
 from workbench.rankers.base import Ranker, Recommendations, load_item_embeddings
 from workbench.rankers.mf import BPRConfig, BPRRanker
 from workbench.rankers.popularity import PopularityRanker
 from workbench.rankers.sequential import SequentialConfig, SequentialRanker
+from workbench.reproducibility import split_timings
 from workbench.train import TrainConfig
 
 MODELS = ("popularity", "bpr", "sequential")
@@ -99,12 +100,6 @@ def recommendations_frame(users: np.ndarray, recs: Recommendations) -> pl.DataFr
     })
 
 
-def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
-
-
 def run_recommend(config: RecommendConfig) -> dict[str, Any]:
     """Split, train, recommend for every test user, write the files, return the metrics dict."""
     if config.model not in MODELS:
@@ -135,10 +130,9 @@ def run_recommend(config: RecommendConfig) -> dict[str, Any]:
     metrics = evaluate_recommendations(recs, users, split.test, item_ids, config.k)
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_parquet(recommendations_frame(users, recs), out / "recommendations.parquet")
-    _write_parquet(split.train, out / "train.parquet")
-    _write_parquet(split.test, out / "test.parquet")
+    write_parquet_atomic(out / "recommendations.parquet", recommendations_frame(users, recs))
+    write_parquet_atomic(out / "train.parquet", split.train)
+    write_parquet_atomic(out / "test.parquet", split.test)
     result = {
         "catalog": str(cat.root),
         "model": config.model,
@@ -152,7 +146,9 @@ def run_recommend(config: RecommendConfig) -> dict[str, Any]:
         "history": [{key: v for key, v in rec.items() if isinstance(v, int | float)}
                     for rec in getattr(ranker, "history", [])],
     }
-    tmp = out / f".metrics.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    # Seconds and samples/s vary run to run: they go to timings.json, so that the same
+    # seed on the same machine gives a byte-identical metrics.json.
+    kept, timings = split_timings(json_safe(result))  # a diverged loss is NaN: null in JSON
+    write_json_atomic(out / "metrics.json", kept)
+    write_json_atomic(out / "timings.json", timings)
     return result

@@ -19,8 +19,9 @@ Training predicts, at every position, the next item, with one of three losses
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from workbench.errors import ConfigError
-from workbench.rankers.base import TrainedRanker
+from workbench.checkpoint import WEIGHTS_FILE
+from workbench.errors import CheckpointError, ConfigError
+from workbench.rankers.base import STATE_PREFIX, TrainedRanker
+from workbench.rankers.fingerprint import RERUN
 from workbench.train import TrainConfig
 
 LOSSES = ("auto", "softmax", "sampled_softmax", "bce")
@@ -227,17 +230,37 @@ class SequentialRanker(TrainedRanker):
             raise ConfigError("sequential ranker: no user has two or more training interactions; "
                               "nothing to learn next-item transitions from")
         fused = item_embeddings if (cfg.use_fused and item_embeddings is not None) else None
+        model_config = {"n_items": n_items, "max_len": cfg.max_len, "dim": cfg.dim, "heads": cfg.heads,
+                        "layers": cfg.layers, "dropout": cfg.dropout,
+                        "fused_dim": fused.shape[1] if fused is not None else 0}
         torch.manual_seed(cfg.train.seed)
-        model = SASRecModel(n_items, cfg.max_len, cfg.dim, cfg.heads, cfg.layers, cfg.dropout,
-                            fused.shape[1] if fused is not None else 0)
+        model = self.build_model(model_config)
         if fused is not None:
             model.fused[1:] = torch.from_numpy(fused)
         self._history_windows = torch.from_numpy(last_window(seqs, cfg.max_len)).to(self.device)
         task = SequentialTask(self.loss_kind(), cfg.n_negatives)
-        model_config = {"kind": "sequential", "n_items": n_items, "uses_fused": fused is not None,
-                        **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"}}
         self._train(model, task, data, model_config)
+
+    @staticmethod
+    def build_model(model_config: dict[str, Any]) -> SASRecModel:
+        c = model_config
+        return SASRecModel(c["n_items"], c["max_len"], c["dim"], c["heads"], c["layers"], c["dropout"],
+                           c["fused_dim"])
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
         return self.model.all_scores(self._history_windows[users])
+
+    def _saved_tensors(self) -> dict[str, Tensor]:
+        # The user is their last window of training items: scoring needs it, not the rows.
+        return {**super()._saved_tensors(), f"{STATE_PREFIX}history_windows": self._history_windows}
+
+    def _restore_model(self, doc: dict[str, Any], tensors: dict[str, Tensor], folder: Path) -> None:
+        super()._restore_model(doc, tensors, folder)
+        windows = tensors.get(f"{STATE_PREFIX}history_windows")
+        expected = (len(self.user_ids), self.config.max_len)
+        if windows is None or tuple(windows.shape) != expected:
+            raise CheckpointError(
+                f"{folder / WEIGHTS_FILE}: {STATE_PREFIX}history_windows missing or not of shape "
+                f"{expected} (users x max_len); {RERUN}")
+        self._history_windows = windows.to(self.device)
