@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from workbench.encoders.audio import AudioTower, AudioTowerConfig
 from workbench.errors import CatalogError, ConfigError
 from workbench.evaluate.metrics import ranking_metrics
 from workbench.media import load_audio
+from workbench.progress import progress_bar
 from workbench.train import TrainConfig, fit
 
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
@@ -95,7 +95,7 @@ def load_fsdd(
     if not rows:
         raise CatalogError(f"{root}: no recordings of speakers {sorted(speakers)}")
     waves = np.zeros((len(rows), audio.n_samples), dtype=np.int16)
-    for i, (path, *_rest) in enumerate(tqdm(rows, desc="FSDD clips", disable=not progress)):
+    for i, (path, *_rest) in enumerate(progress_bar(rows, desc="FSDD clips", enabled=progress)):
         wave = load_audio(path, sample_rate=audio.sample_rate, seconds=audio.seconds)
         waves[i] = np.clip(wave * 32767.0, -32768, 32767).astype(np.int16)
     return FSDDClips(

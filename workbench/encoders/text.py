@@ -77,6 +77,10 @@ def _load_backbone(config: TextTowerConfig, vocab_size: int) -> nn.Module:
             f"text encoder folder {folder}: no weights (expected model.safetensors; "
             "pickled pytorch_model.bin is not loaded)"
         )
+    from transformers.utils import logging as hf_logging
+
+    # Reading 22M local weights takes a moment; its bar would only be noise in a notebook.
+    hf_logging.disable_progress_bar()
     try:
         return AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as e:
@@ -172,9 +176,9 @@ class TextTower(nn.Module):
         pad_id = self.tokenizer.pad_token_id or 0
         starts = range(0, n, batch_size)
         if progress:
-            from tqdm.auto import tqdm
+            from workbench.progress import progress_bar
 
-            starts = tqdm(starts, desc="text backbone", unit="batch")
+            starts = progress_bar(starts, desc="text backbone", unit="batch")
         for start in starts:
             idx = order[start : start + batch_size]
             width = int(lengths[idx[0]])  # longest of this batch (sorted), known on the host

@@ -41,11 +41,11 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from workbench.errors import ConfigError, EvaluationError
 from workbench.evaluate.bootstrap import bootstrap_ci, paired_comparison
 from workbench.evaluate.metrics import _lookup, ranking_metrics
+from workbench.progress import progress_bar
 
 __all__ = [
     "QueryTask",
@@ -514,7 +514,7 @@ def measure_latency(
     if encode is not None:
         stages["encode"] = []
     excl = task.exclude
-    for step in tqdm(range(-min(warmup, n), n), desc=f"latency {task.name}", disable=not progress):
+    for step in progress_bar(range(-min(warmup, n), n), desc=f"latency {task.name}", enabled=progress):
         i = max(step, 0)
         t0 = time.perf_counter()
         vec = encode(i) if encode is not None else task.vectors[i : i + 1]

@@ -1,0 +1,62 @@
+"""Shared test set-up and fixtures.
+
+`import workbench` comes first so that the deterministic kernel and thread
+settings (workbench.reproducibility) are in the environment before any test
+module imports torch, numpy or numba, and before tests start subprocesses or
+notebook kernels, which inherit them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import nbformat
+import polars as pl
+import pytest
+
+import workbench  # noqa: F401  (pins the deterministic settings; see the docstring)
+
+
+def write_notebook(path: Path, cells: list[str], extra_parameters: str = "") -> Path:
+    """A notebook with the series' `parameters` cell (PROFILE, CATALOG_DIR, WORK_DIR, REPORT_DIR)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(
+        'PROFILE = "ci"\nCATALOG_DIR = "x"\nWORK_DIR = "y"\nREPORT_DIR = "z"' + extra_parameters
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def small_catalog_tables(n: int = 4) -> dict[str, pl.DataFrame]:
+    """The four tables of a small valid catalog (no media)."""
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    return {
+        "products": pl.DataFrame({
+            "item_id": [f"i{k}" for k in range(n)],
+            "title": [f"title {k}" for k in range(n)],
+            "description": [f"description {k}" for k in range(n)],
+            "category": ["home/chairs"] * n,
+            "attributes": [json.dumps({"colour": "red"})] * n,
+        }),
+        "interactions": pl.DataFrame({
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["i0", "i1", "i2"],
+            "timestamp": [t0, t0 + dt.timedelta(hours=1), t0],
+            "event": ["view", "click", "view"],
+        }),
+        "queries": pl.DataFrame({"query_id": ["q1"], "text": ["red chair"]}),
+        "qrels": pl.DataFrame({"query_id": ["q1", "q1"], "item_id": ["i0", "i1"], "relevance": [3, 1]}),
+    }
+
+
+@pytest.fixture()
+def small_catalog(tmp_path: Path) -> Path:
+    """A small valid catalog folder written by `write_catalog`."""
+    from workbench.catalog import write_catalog
+
+    return write_catalog(tmp_path / "catalog", name="small", **small_catalog_tables())
