@@ -14,14 +14,37 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
+EXIT_CODES = (
+    "exit codes:\n"
+    "  0  success (`catalog validate`: the catalog is valid; warnings allowed)\n"
+    "  1  `catalog validate` found problems (one line each on stderr); `reproduce`/`compare`:\n"
+    "     a metric outside its tolerance\n"
+    "  2  bad input or usage: one line 'error: ...' naming the file and what was expected\n"
+    "  3  internal error: a bug in the workbench (rerun with --debug for the traceback)\n"
+    "  130  interrupted"
+)
+
 
 def catalog_info(path: str | Path) -> dict:
-    """Counts per table, modality coverage and time range of a catalog, as plain JSON types."""
+    """Counts per table, modality coverage and time range of a catalog, as plain JSON types.
+
+    The manifest, checksums and every row are checked first (media files are
+    not opened): an invalid catalog raises `CatalogError` with its first problem.
+    """
     import polars as pl
 
-    from workbench.catalog import TABLES, read_catalog
+    from workbench.catalog import TABLES, read_catalog, validate_catalog
+    from workbench.catalog.io import media_digest_problems
+    from workbench.errors import CatalogError
 
-    cat = read_catalog(path)
+    cat = read_catalog(path, verify_checksums=False)  # validate_catalog verifies the checksums
+    try:
+        validate_catalog(cat, check_media=False, on_error="raise", progress=False)
+        # Media are hashed (cheap), not decoded: files changed since the write are caught here.
+        if changed := media_digest_problems(cat.root, cat.manifest):
+            raise CatalogError(str(changed[0]))
+    except CatalogError as e:
+        raise CatalogError(f"{e} (`workbench catalog validate {path}` lists every problem)") from e
     counts = {t: cat.table(t).select(pl.len()).collect().item() for t in TABLES if cat.table(t) is not None}
     coverage = (
         cat.products.select(
@@ -73,13 +96,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from workbench.catalog import validate_catalog
 
-    problems = validate_catalog(args.dir, check_media=not args.no_media, on_error="collect", progress=not args.quiet)
+    # A progress bar only on a terminal: piped stderr keeps exactly one line per problem.
+    progress = not args.quiet and sys.stderr.isatty()
+    problems = validate_catalog(args.dir, check_media=not args.no_media, on_error="collect",
+                                progress=progress, include_warnings=True)
+    errors = [p for p in problems if p.is_error]
     for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    if problems:
-        print(f"{args.dir}: {len(problems)} problem(s) found", file=sys.stderr)
+        print(f"{'problem' if problem.is_error else 'warning'}: {problem}", file=sys.stderr)
+    warnings = f", {len(problems) - len(errors)} warning(s)" if len(problems) > len(errors) else ""
+    if errors:
+        print(f"{args.dir}: {len(errors)} problem(s) found{warnings}", file=sys.stderr)
         return 1
-    print(f"{args.dir}: valid")
+    print(f"{args.dir}: valid{warnings}")  # warnings alone never fail a catalog
     return 0
 
 
@@ -140,7 +168,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from workbench.pipeline import run_series
 
-    report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run)
+    report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run,
+                        allow_problems=args.allow_problems)
     run_dir = report.parent if report.name == "index.html" else report
     series = json.loads((run_dir / "series.json").read_text(encoding="utf-8"))
     for stem, reason in series.get("stopped", {}).items():
@@ -149,8 +178,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_comparison(comparison, show_all: bool) -> None:
+    rows_shown = comparison.table(only_changed=not show_all)
+    print(rows_shown)
+    print(comparison.summary())
+    for row in comparison.outside():
+        print(f"outside: {row.describe(comparison.name_a, comparison.name_b)}", file=sys.stderr)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from workbench.reproduce import reproduce
+
+    result = reproduce(args.report, catalog=args.catalog, keep=args.keep, progress=not args.quiet)
+    _print_comparison(result.comparison, args.all)
+    if result.rerun_dir is not None:
+        print(f"re-run kept in {result.rerun_dir}")
+    print("reproduced: every metric identical or within its tolerance" if result.ok
+          else "NOT reproduced: metrics outside their tolerance (listed on stderr)")
+    return 0 if result.ok else 1
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from workbench.reproduce import compare_runs
+
+    result = compare_runs(args.run_a, args.run_b)
+    _print_comparison(result.comparison, args.all)
+    for note in result.notes:
+        print(note)
+    if result.paired:
+        print("\npaired randomisation tests on the per-query results (b - a):")
+        for r in result.paired:
+            verdict = "a real difference" if r["significant"] else "no clear difference"
+            print(f"  {r['task']:<10} {r['metric']:<28} {r['a']:.4f} -> {r['b']:.4f} "
+                  f"({r['diff']:+.4f}, 95% CI {r['low']:+.4f} to {r['high']:+.4f}, p={r['p_value']:.3f}, "
+                  f"n={r['n']}): {verdict}")
+    return 0 if result.ok else 1
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab whose kernels inherit the deterministic settings (pinned at import)."""
+    import os
+    import shutil
+
+    from workbench.paths import project_root
+
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which("jupyter")
+    if jupyter is None:
+        from workbench.errors import ConfigError
+
+        raise ConfigError("jupyter is not installed in this environment; expected `make install` first")
+    argv = [jupyter, "lab", "--ip=127.0.0.1", "--no-browser", f"--notebook-dir={project_root() / 'notebooks'}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")
+    os.execv(jupyter, argv + list(args.jupyter_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="workbench", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -211,27 +297,69 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", default=None, help="index folder (default: <work>/index)")
     index.set_defaults(func=_cmd_index)
 
+    from workbench.paths import PROFILES
+
     run = sub.add_parser("run", help="execute notebooks 01-07 in order and write the report")
-    run.add_argument("--profile", choices=["ci", "full"], default="ci")
+    run.add_argument("--profile", choices=PROFILES, default="ci")
     run.add_argument("--catalog", default=None, help="catalog folder (default: the synthetic catalog)")
     run.add_argument("--run", default=None, help="run name (folder under reports/)")
+    run.add_argument("--allow-problems", action="store_true",
+                     help="run on a catalog that fails validation (the report says so)")
     run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="verify a report folder and its catalog, re-run its series and compare every metric",
+        description="Exit 0 when every metric is identical or within its tolerance, 1 when any is "
+                    "outside, 2 when the report or catalog cannot be verified.")
+    rep.add_argument("report", help="a report folder written by `workbench run` (reports/<run>)")
+    rep.add_argument("--catalog", default=None, help="a copy of the catalog, when it moved")
+    rep.add_argument("--keep", default=None, metavar="DIR", help="keep the re-run in DIR (default: a temporary folder)")
+    rep.add_argument("--all", action="store_true", help="list identical metrics too")
+    rep.add_argument("--quiet", action="store_true")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    cmp = sub.add_parser(
+        "compare", help="compare two runs of the same series: every metric, and paired tests per query",
+        description="Exit 0 when every metric is identical or within its tolerance, 1 when any is "
+                    "outside, 2 when the runs cannot be compared (other catalogs, other metrics).")
+    cmp.add_argument("run_a")
+    cmp.add_argument("run_b")
+    cmp.add_argument("--all", action="store_true", help="list identical metrics too")
+    cmp.set_defaults(func=_cmd_compare)
+
+    lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 with the deterministic settings")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to `jupyter lab`")
+    lab.set_defaults(func=_cmd_lab)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit code says how it went (see the epilog of `workbench --help`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def one_line(e: BaseException) -> str:  # a library's message may wrap; stderr gets one line per failure
+        return " ".join("".join(c if c.isprintable() else " " for c in str(e)).split())
+
     try:
         return args.func(args)
     except WorkbenchError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        for problem in getattr(e, "problems", ()):  # a refused catalog: one line per problem
+            print(f"problem: {one_line(problem)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {one_line(e)} (a bug; run with --debug for the traceback)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@ class CatalogError(WorkbenchError):
     """A catalog folder, table, column or row does not meet the contract."""
 
 
+class CatalogProblemsError(CatalogError):
+    """A catalog was refused for the validation problems it has; `problems` lists them, one line each."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
 class MediaError(CatalogError):
     """A media file cannot be resolved inside the catalog or cannot be decoded."""
 
@@ -31,3 +39,7 @@ class IndexFileError(WorkbenchError):
 
 class EvaluationError(WorkbenchError):
     """Runs, qrels or metric parameters are invalid."""
+
+
+class ReportError(WorkbenchError):
+    """A report folder is missing files, was edited after its run, or does not match its catalog."""

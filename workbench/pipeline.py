@@ -11,7 +11,19 @@ Wall times per notebook go to ``reports/<run>/series.json`` (never into
 ``metrics.json``, which must stay byte-identical between runs), with each
 notebook's status: ``ok``, ``stopped`` (it ended early through
 ``workbench.notebook.stop_here``; ``stopped`` maps it to the reason) or
-``failed``.
+``failed``. Last, ``reports/<run>/run.json`` records what was run and the
+sha256 of every file of the folder, so ``workbench reproduce`` can verify and
+re-run it (:mod:`workbench.reproduce`).
+
+**Validation first.** The catalog is validated (every table, every media
+file) before the first notebook that trains on it: a catalog with problems is
+refused with the problems listed, unless ``allow_problems=True``
+(``--allow-problems``), which the report then states. The outcome is written
+to ``reports/<run>/validation.json`` for the report.
+
+The kernels inherit the deterministic settings of
+:mod:`workbench.reproducibility` (for the ``ci`` profile) and run without
+progress bars (:mod:`workbench.progress`), so executed copies hold no frozen bars.
 
 A catalog named by the caller is used as it is: notebooks declaring a
 ``GENERATE_SYNTHETIC`` parameter (01) get ``False``; only the default
@@ -26,16 +38,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import CatalogProblemsError, ConfigError, WorkbenchError
 from workbench.notebook import skipped_stage
 from workbench.paths import PROFILES, default_catalog_dir, default_work_dir, project_root
+from workbench.progress import progress_bar, quiet_environment
+from workbench.reproducibility import pin_process
 
 SERIES = (
     "01_catalog",
@@ -47,6 +60,7 @@ SERIES = (
     "07_evaluation_report",
 )
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+VALIDATION_FILE = "validation.json"
 
 
 @contextmanager
@@ -61,6 +75,21 @@ def _env(**values: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _ipc_kernel_manager() -> type:
+    """A kernel manager whose kernels talk over Unix sockets, not TCP on localhost.
+
+    Nothing else on the machine can reach the kernel, and ipykernel no longer warns
+    about unencrypted TCP on every start.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
 
 
 def _resolve_notebooks(notebooks: Sequence[str | Path] | None, folder: Path) -> list[Path]:
@@ -107,6 +136,38 @@ def _failure(stem: str, out_path: Path, exc: Exception) -> WorkbenchError:
     )
 
 
+def validate_for_run(catalog_dir: Path, allow_problems: bool) -> dict:
+    """Validate the catalog before anything trains on it; refuse it on problems unless allowed.
+
+    Returns what ``<run>/validation.json`` records for the report: the problems,
+    the warnings and whether problems were overridden.
+    """
+    from workbench.catalog import validate_catalog
+
+    found = validate_catalog(catalog_dir, check_media=True, on_error="collect", progress=False,
+                             include_warnings=True)
+    errors = [str(p) for p in found if p.is_error]
+    warnings = [str(p) for p in found if not p.is_error]
+    if errors and not allow_problems:
+        raise CatalogProblemsError(
+            f"catalog {catalog_dir}: {len(errors)} problem(s); refusing to train and report on it "
+            "(fix the catalog, or pass --allow-problems to run anyway; the report will say so)",
+            errors,
+        )
+    return {"catalog": str(catalog_dir), "problems": errors, "warnings": warnings,
+            "allowed": bool(errors)}
+
+
+def _fresh_run_dir(run_dir: Path) -> None:
+    """Empty `run_dir` for a new run: files of an earlier run would be taken for this one's."""
+    if run_dir.exists():
+        markers = ("series.json", "run.json", "notebooks")
+        if any(run_dir.iterdir()) and not any((run_dir / m).exists() for m in markers):
+            raise ConfigError(f"{run_dir}: exists and is not a run folder; choose another run name")
+        shutil.rmtree(run_dir)
+    (run_dir / "notebooks").mkdir(parents=True)
+
+
 def run_series(
     profile: str = "ci",
     catalog: str | Path | None = None,
@@ -118,6 +179,7 @@ def run_series(
     notebooks_dir: str | Path | None = None,
     kernel_name: str = "python3",
     progress: bool = True,
+    allow_problems: bool = False,
 ) -> Path:
     """Execute the notebooks in order; return ``reports/<run>/index.html`` (or the run folder).
 
@@ -126,12 +188,14 @@ def run_series(
     generates when it is missing. ``reports_root`` and the other relative paths
     are taken relative to the project root. A failing notebook raises
     :class:`WorkbenchError` naming the notebook, the cell and its source; the
-    notebooks after it are not run.
+    notebooks after it are not run. A catalog with validation problems is
+    refused before training unless ``allow_problems``.
     """
     import papermill as pm
 
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
+    pin_process(profile)  # the kernels inherit these settings
     root = project_root()
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
     catalog_dir = Path(catalog) if catalog is not None else default_catalog_dir(profile)
@@ -147,9 +211,13 @@ def run_series(
     reports = Path(reports_root)
     reports = reports if reports.is_absolute() else root / reports
     run_dir = reports / run_name
-    executed = run_dir / "notebooks"
-    executed.mkdir(parents=True, exist_ok=True)
     paths = _resolve_notebooks(notebooks, nb_dir)
+    generate = catalog is None
+    # A named catalog is checked before the previous report is replaced; the default
+    # synthetic one once notebook 01 has generated it.
+    validation = None if generate else validate_for_run(catalog_dir, allow_problems)
+    _fresh_run_dir(run_dir)
+    executed = run_dir / "notebooks"
     params = {
         "PROFILE": profile,
         "CATALOG_DIR": str(catalog_dir),
@@ -161,18 +229,23 @@ def run_series(
     walls: dict[str, float] = {}
     status: dict[str, str] = {}
     stopped: dict[str, str] = {}
-    bar = tqdm(paths, desc=f"workbench run {run_name}", unit="notebook", disable=not progress)
+    kernel_manager = _ipc_kernel_manager()
+    bar = progress_bar(paths, desc=f"workbench run {run_name}", unit="notebook", enabled=progress)
     try:
-        with _env(WORKBENCH_PROFILE=profile):
+        with _env(WORKBENCH_PROFILE=profile, **quiet_environment()):
             for path in bar:
                 stem = path.stem
+                if validation is None and stem != "01_catalog":
+                    validation = validate_for_run(catalog_dir, allow_problems)
+                if validation is not None and not (run_dir / VALIDATION_FILE).exists():
+                    write_json(run_dir / VALIDATION_FILE, validation)
                 bar.set_postfix_str(stem)
                 out_path = executed / path.name
                 nb_params = dict(params)
                 # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
                 # not to: a catalog the user names must never be overwritten.
                 if "GENERATE_SYNTHETIC" in pm.inspect_notebook(str(path)):
-                    nb_params["GENERATE_SYNTHETIC"] = catalog is None
+                    nb_params["GENERATE_SYNTHETIC"] = generate
                 start = time.perf_counter()
                 status[stem] = "failed"
                 try:
@@ -184,6 +257,7 @@ def run_series(
                         cwd=str(path.parent),
                         progress_bar={"desc": stem, "leave": False} if progress else False,
                         log_output=False,
+                        kernel_manager_class=kernel_manager,
                     )
                 except Exception as exc:  # a failing cell, a dead kernel, bad notebook JSON...
                     raise _failure(stem, out_path, exc) from exc
@@ -208,5 +282,48 @@ def run_series(
             },
             digits=2,
         )
+        if (catalog_dir / "manifest.json").is_file():
+            from workbench.reproduce import write_run_record
+
+            write_run_record(
+                run_dir, profile=profile, catalog_dir=catalog_dir, notebooks=[p.stem for p in paths],
+                status=status, parameters=params, generated_catalog=generate, notebooks_dir=nb_dir,
+                allow_problems=allow_problems,
+                catalog_problems=(validation or {}).get("problems", []),
+            )
     index = run_dir / "index.html"
     return index if index.is_file() else run_dir
+
+
+def execute_in_place(
+    notebooks_dir: str | Path | None = None, profile: str = "ci", kernel_name: str = "python3"
+) -> list[Path]:
+    """Re-execute each notebook of the series in place from its py:percent twin (`make execute-notebooks`).
+
+    After a change to the code the notebooks call: the twin (`notebooks/NN_x.py`, the
+    reviewed source) is converted to `.ipynb` and executed with its default
+    parameters, in series order, so each reads what the one before it wrote. The
+    kernels get the same settings as `workbench run` (deterministic kernels, no
+    progress bars, so no frozen bars are committed). Returns the notebooks executed.
+    """
+    import jupytext
+    import papermill as pm
+
+    pin_process(profile)
+    folder = Path(notebooks_dir) if notebooks_dir is not None else project_root() / "notebooks"
+    twins = sorted(folder.glob("0*.py"))
+    if not twins:
+        raise ConfigError(f"{folder}: no py:percent notebooks (0*.py) to execute")
+    done = []
+    with _env(WORKBENCH_PROFILE=profile, **quiet_environment()):
+        for twin in twins:
+            path = twin.with_suffix(".ipynb")
+            jupytext.write(jupytext.read(twin), path)
+            try:
+                pm.execute_notebook(str(path), str(path), kernel_name=kernel_name, cwd=str(folder),
+                                    progress_bar=False, kernel_manager_class=_ipc_kernel_manager())
+            except Exception as exc:
+                raise _failure(path.stem, path, exc) from exc
+            done.append(path)
+    return done
+

@@ -10,12 +10,18 @@
   CPU give byte-identical files.
 * ``timings.json``: latencies and wall times, which vary run to run and so are
   kept out of ``metrics.json``.
-* ``environment.json``: Python, platform, device, package versions.
+* ``environment.json``: CPU model and ISA flags, the pinned kernel and thread
+  settings, threads, device and package versions
+  (:func:`workbench.reproducibility.environment`);
+* ``per_query.parquet`` (when ``per_query`` is given): every query's metrics per
+  task and stage, for paired tests between runs (``workbench compare``).
 * ``index.html``: one file that works offline: plotly.js inlined once, every
   figure inlined (figures built here, and the figures the earlier notebooks
   saved as HTML under ``<source_dir>/<stem>/*.html``, re-embedded without
   their own copy of plotly.js), no external URLs, no web fonts (system font
-  stack only).
+  stack only). When the run validated its catalog (``<source_dir>/validation.json``,
+  written by ``workbench run``), the page opens with that outcome, and says
+  plainly when problems were overridden with ``--allow-problems``.
 """
 
 from __future__ import annotations
@@ -25,20 +31,17 @@ import hashlib
 import html
 import json
 import math
-import os
-import platform
 import re
-import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workbench.errors import EvaluationError
+from workbench.files import write_text_atomic
+from workbench.reproducibility import environment, split_timings
 
 NOTEBOOK_STEMS = (
     "01_catalog",
@@ -57,29 +60,10 @@ SECTION_TITLES = {
     "05_rankers": "Ranker comparison (05)",
     "06_scann_index": "ANN sweep (06)",
 }
-PACKAGES = (
-    "workbench",
-    "numpy",
-    "scipy",
-    "polars",
-    "pyarrow",
-    "torch",
-    "torchvision",
-    "torchaudio",
-    "transformers",
-    "scann",
-    "faiss-cpu",
-    "scikit-learn",
-    "umap-learn",
-    "plotly",
-    "papermill",
-    "pytrec-eval-terrier",
-)
 _MAX_FIGURE_BYTES = 25_000_000  # an atlas with thumbnails is a few MB; refuse absurd files
 
 __all__ = [
     "NOTEBOOK_STEMS",
-    "atomic_write_text",
     "collect_stage_outputs",
     "data_fingerprint",
     "environment",
@@ -133,26 +117,10 @@ def to_jsonable(obj: Any, digits: int = 6) -> Any:
     )
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write through a temporary sibling, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_json(path: str | Path, obj: Any, digits: int = 6) -> Path:
     """Deterministic JSON: sorted keys, rounded floats, 2-space indent, final newline."""
     text = json.dumps(to_jsonable(obj, digits), sort_keys=True, indent=2, allow_nan=False)
-    return atomic_write_text(path, text + "\n")
+    return write_text_atomic(path, text + "\n")
 
 
 # --------------------------------------------------------------------------- provenance
@@ -196,37 +164,6 @@ def data_fingerprint(catalog_dir: str | Path | None) -> dict[str, Any]:
     return keep
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def environment() -> dict[str, Any]:
-    """Python, platform, device and the versions of the packages that shape the numbers."""
-    info: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "packages": {p: v for p in PACKAGES if (v := _version(p)) is not None},
-    }
-    try:
-        import torch
-
-        from workbench.device import resolve_device
-
-        dev = resolve_device("auto")
-        info["device"] = dev.type
-        if dev.type == "cuda":
-            info["device_name"] = torch.cuda.get_device_name(dev)
-        info["torch_threads"] = torch.get_num_threads()
-    except Exception as exc:  # the report must not fail because a device probe did
-        info["device"] = f"unknown ({type(exc).__name__})"
-    return info
-
-
 # --------------------------------------------------------------------------- earlier notebooks
 
 
@@ -255,42 +192,6 @@ def extract_plotly_figures(page: str) -> list[tuple[str, str]]:
             out.append((m.group(1), fragment))
         pos = end
     return out
-
-
-_TIMING_KEY = re.compile(
-    r"(^|_)(qps|seconds|secs|wall|time|times|timing|timings|latency|throughput)($|_)"
-    r"|_(s|ms|us)$|per_s(ec)?$|_per_second$",
-    re.I,
-)
-
-
-def split_timings(obj: Any, names: frozenset[str] = frozenset()) -> tuple[Any, Any]:
-    """(obj without timing entries, the timing entries) for nested metrics dicts and lists.
-
-    A key is a timing when its name says so (``qps``, ``*_s``, ``*_ms``,
-    ``*per_s``, ``seconds``, ``latency``, ``time``..., e.g. ``exact_qps``,
-    ``build_s``, ``samples_per_s``) or when a ``timing_keys`` list next to it
-    names it (notebook 06 writes one).
-    """
-    if isinstance(obj, list):
-        pairs = [split_timings(v, names) for v in obj]
-        moved = [m for _, m in pairs]
-        return [k for k, _ in pairs], (moved if any(moved) else {})
-    if not isinstance(obj, Mapping):
-        return obj, {}
-    listed = obj.get("timing_keys")
-    if isinstance(listed, list):
-        names = names | {str(n) for n in listed}
-    kept, moved = {}, {}
-    for key, value in obj.items():
-        if key in names or _TIMING_KEY.search(str(key)):
-            moved[key] = value
-            continue
-        sub_kept, sub_moved = split_timings(value, names)
-        kept[key] = sub_kept
-        if sub_moved:
-            moved[key] = sub_moved
-    return kept, moved
 
 
 def collect_stage_outputs(
@@ -337,6 +238,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f2f5fa; }
 .muted { color: #66708a; font-size: 0.9rem; }
 .summary { background: #f2f7f2; border-left: 4px solid #3c9a5f; padding: 0.5rem 0.8rem; }
+.warning { background: #fdf3e7; border-left: 4px solid #d9822b; padding: 0.5rem 0.8rem; }
 nav a { margin-right: 0.8rem; }
 pre { background: #f6f8fa; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; }
 .figure { margin: 0.8rem 0 1.4rem; }
@@ -469,6 +371,7 @@ def write_report(
     run_name: str | None = None,
     title: str = "Multimodal retrieval: evaluation report",
     digits: int = 6,
+    per_query: Any | None = None,
 ) -> Path:
     """Write metrics.json, timings.json, environment.json and index.html into ``report_dir``.
 
@@ -478,6 +381,8 @@ def write_report(
     ``source_dir``: where the earlier notebooks wrote ``<stem>/metrics.json``
     and their HTML figures (defaults to ``report_dir``'s parent's layout: the
     same folder when the series runs with ``REPORT_DIR=reports/<run>``).
+    ``per_query``: a polars frame (``task``, ``query_id``, one column per
+    stage and metric) written as ``per_query.parquet``.
     Returns the path of index.html.
     """
     out = Path(report_dir)
@@ -507,6 +412,11 @@ def write_report(
         all_timings["notebooks"] = notebook_timings
     write_json(out / "timings.json", all_timings, digits)
     write_json(out / "environment.json", env, digits)
+    if per_query is not None:
+        from workbench.files import write_parquet_atomic
+
+        write_parquet_atomic(out / "per_query.parquet", per_query)
+    validation = _read_validation(Path(source_dir) if source_dir is not None else out)
 
     used_ids: set[str] = set()
 
@@ -528,6 +438,8 @@ def write_report(
             f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>\n{content}\n</section>'
         )
 
+    if validation is not None:
+        section("Catalog validation", validation_html(validation))
     for heading, content in sections:
         section(heading, content)
     if figures:
@@ -582,13 +494,51 @@ def write_report(
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">run <b>{html.escape(run_name)}</b>; data fingerprint
-{html.escape(str(fingerprint.get("fingerprint", "–"))[:16])}; device {html.escape(str(env.get("device")))}</p>
+{html.escape(str(fingerprint.get("fingerprint", "–"))[:16])}; device {html.escape(_device(env))}</p>
 <nav>{" ".join(nav)}</nav>
 {"".join(body)}
 </body>
 </html>
 """
-    return atomic_write_text(out / "index.html", page)
+    return write_text_atomic(out / "index.html", page)
+
+
+def _device(env: Mapping[str, Any]) -> str:
+    if env.get("cuda"):
+        return f"cuda ({env.get('cuda_device', 'GPU')})"
+    return f"cpu ({env.get('cpu_model', 'unknown')}, {env.get('torch_threads', '?')} threads)"
+
+
+def _read_validation(folder: Path) -> dict[str, Any] | None:
+    path = folder / "validation.json"  # written by `workbench run` into the run folder
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EvaluationError(f"{path}: not valid JSON ({exc}); re-run `workbench run`") from exc
+    return doc if isinstance(doc, dict) else None
+
+
+def validation_html(validation: Mapping[str, Any]) -> str:
+    """What validating the catalog found, and whether problems were overridden."""
+    problems = list(validation.get("problems") or [])
+    warnings = list(validation.get("warnings") or [])
+    parts = []
+    if problems and validation.get("allowed"):
+        parts.append(
+            f"<p class='warning'><b>This run was made with --allow-problems:</b> the catalog has "
+            f"{len(problems)} problem(s), listed below; its numbers describe a catalog that breaks "
+            "the contract.</p>"
+        )
+    elif not problems:
+        parts.append("<p class='summary'>The catalog passed validation (every table and media file).</p>")
+    for label, items in (("problems", problems), ("warnings", warnings)):
+        if items:
+            shown = "".join(f"<li>{html.escape(str(x))}</li>" for x in items[:50])
+            more = f"<li>… and {len(items) - 50} more</li>" if len(items) > 50 else ""
+            parts.append(f"<h4>{len(items)} {label}</h4><ul>{shown}{more}</ul>")
+    return "\n".join(parts)
 
 
 def figures_from_results(

@@ -58,6 +58,27 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_validate_in_a_real_process_prints_one_line_per_problem_and_warning(catalog):
+    (catalog / "media" / "images" / "a.png").write_bytes(b"broken")
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "catalog", "validate", str(catalog)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("problem: media/images/a.png, column 'image'")
+    assert lines[1] == f"{catalog}: 1 problem(s) found"
+
+
+def test_exit_codes_are_in_the_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for code in ("0  success", "1  `catalog validate` found problems", "2  bad input", "3  internal error"):
+        assert code in out
+
+
 def test_debug_shows_the_traceback(tmp_path):
     from workbench.errors import CatalogError
 

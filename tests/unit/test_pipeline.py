@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import json
 
-import nbformat
 import pytest
 
+from tests.conftest import write_notebook as _notebook
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.pipeline import run_series
 
 
-def _notebook(path, cells, extra=""):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell(
-        'PROFILE = "ci"\nCATALOG_DIR = "x"\nWORK_DIR = "y"\nREPORT_DIR = "z"' + extra
-    )
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params] + [
-        nbformat.v4.new_code_cell(c) for c in cells
-    ]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture()
-def series(tmp_path):
+def series(tmp_path, small_catalog):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _notebook(
@@ -42,16 +25,14 @@ def series(tmp_path):
             " 'catalog': CATALOG_DIR, 'cwd': os.getcwd(), 'env': os.environ['WORKBENCH_PROFILE'],"
             " 'generate': GENERATE_SYNTHETIC}))"
         ],
-        extra="\nGENERATE_SYNTHETIC = True",
+        extra_parameters="\nGENERATE_SYNTHETIC = True",
     )
     _notebook(
         nbs / "02_second.ipynb",
         ["import pathlib\n(pathlib.Path(REPORT_DIR) / 'index.html').write_text('<html></html>')"],
     )
     _notebook(nbs / "03_broken.ipynb", ["x = 1", "y = 2\nraise ValueError('bad input in cell')"])
-    catalog = tmp_path / "cat"
-    catalog.mkdir()
-    return nbs, catalog, tmp_path / "reports"
+    return nbs, small_catalog, tmp_path / "reports"
 
 
 def test_runs_in_order_with_parameters(series, tmp_path):
