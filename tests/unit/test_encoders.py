@@ -188,6 +188,19 @@ def test_encoder_round_trip_and_bad_checkpoints(tmp_path):
         load_encoder(tmp_path / "encoders")
 
 
+def test_a_fusion_trained_on_other_towers_is_refused(tmp_path):
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    save_encoder(MultimodalEncoder(cfg).eval(), tmp_path / "encoders")
+    save_fusion(make_fusion(FusionConfig(d=16, hidden=8)), tmp_path / "fusion", encoder_folder=tmp_path / "encoders")
+    assert load_encoder(tmp_path / "encoders", device="cpu").fusion is not None
+    torch.manual_seed(1)  # the towers are trained again (notebook 02), the fusion is the old one
+    save_encoder(MultimodalEncoder(cfg).eval(), tmp_path / "encoders")
+    with pytest.raises(CheckpointError, match=r"fusion: this fusion was trained on other tower weights.*re-run notebook 03"):
+        load_encoder(tmp_path / "encoders", device="cpu")
+    assert load_encoder(tmp_path / "encoders", device="cpu", with_fusion=False).fusion is None
+
+
 def test_frozen_pretrained_backbone_is_not_copied_into_the_checkpoint(tmp_path):
     cfg = EncoderConfig(d=8, modalities=("text",), text=TextTowerConfig(head_hidden=0))
     model = MultimodalEncoder(cfg).eval()

@@ -21,15 +21,15 @@ from workbench.catalog import Catalog, read_catalog
 from workbench.checkpoint import WEIGHTS_FILE
 from workbench.device import autocast_dtype, resolve_device
 from workbench.encoders.data import CatalogTensors, prepare_catalog
-from workbench.encoders.fusion import Fusion, FusionOutput, load_fusion
+from workbench.encoders.fusion import Fusion, FusionOutput, fusion_encoder_digest, load_fusion
 from workbench.encoders.model import (
     MODALITIES,
     EncoderConfig,
     MultimodalEncoder,
     load_encoder_model,
 )
-from workbench.errors import ConfigError
-from workbench.files import write_json_atomic, write_parquet_atomic
+from workbench.errors import CheckpointError, ConfigError
+from workbench.files import sha256_file, write_json_atomic, write_parquet_atomic
 from workbench.media import load_audio, load_image
 from workbench.progress import progress_bar
 
@@ -152,13 +152,31 @@ class Encoder:
         return self.fuse_with_weights(embeddings, masks).fused
 
 
-def load_encoder(folder: str | Path, fusion: str | Path | None = None, device: str = "auto", config: EncoderConfig | None = None) -> Encoder:
-    """The encoder saved in `folder` (`<work>/encoders`), with the fusion in `fusion` or `<work>/fusion`."""
+def load_encoder(
+    folder: str | Path,
+    fusion: str | Path | None = None,
+    device: str = "auto",
+    config: EncoderConfig | None = None,
+    *,
+    with_fusion: bool = True,
+) -> Encoder:
+    """The encoder saved in `folder` (`<work>/encoders`), with the fusion in `fusion` or `<work>/fusion`.
+
+    `with_fusion=False` loads the towers alone (notebooks 02 and 03, which train
+    before any fusion of theirs exists). A fusion recorded as trained on other tower
+    weights (an earlier run's) is refused with a CheckpointError, never used.
+    """
     folder = Path(folder)
     model = load_encoder_model(folder, config)
     fusion_dir = Path(fusion) if fusion is not None else folder.parent / "fusion"
     fused = None
-    if fusion is not None or (fusion_dir / WEIGHTS_FILE).exists():
+    if with_fusion and (fusion is not None or (fusion_dir / WEIGHTS_FILE).exists()):
+        trained_on = fusion_encoder_digest(fusion_dir)
+        if trained_on is not None and trained_on != sha256_file(folder / WEIGHTS_FILE):
+            raise CheckpointError(
+                f"{fusion_dir}: this fusion was trained on other tower weights than {folder / WEIGHTS_FILE} "
+                "(an earlier run's); re-run notebook 03 to train a fusion for these towers"
+            )
         fused = load_fusion(fusion_dir, d=model.config.d)
     return Encoder(model, fused, device=device, source=folder, fusion_source=fused and fusion_dir)
 

@@ -30,9 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, load_into, read_checkpoint, save_checkpoint
+from workbench.checkpoint import (
+    DOC_FILE,
+    WEIGHTS_FILE,
+    load_into,
+    read_checkpoint,
+    read_checkpoint_doc,
+    save_checkpoint,
+)
 from workbench.encoders.model import MODALITIES, check_modalities
 from workbench.errors import CheckpointError, ConfigError
+from workbench.files import sha256_file
 
 STRATEGIES = ("weighted_mean", "concat_mlp", "gated_attention")
 FUSION_KIND = "fusion"  # the checkpoint kind of `save_fusion`
@@ -196,9 +204,23 @@ class FusionModel(nn.Module):
         return out
 
 
-def save_fusion(fusion: Fusion, folder: str | Path, extra: dict | None = None) -> Path:
-    """A `workbench.checkpoint` folder (kind `fusion`, the `FusionConfig` as `model_config`)."""
+def save_fusion(
+    fusion: Fusion, folder: str | Path, extra: dict | None = None, *, encoder_folder: str | Path | None = None
+) -> Path:
+    """A `workbench.checkpoint` folder (kind `fusion`, the `FusionConfig` as `model_config`).
+
+    With `encoder_folder` (the towers it fuses), the sha256 of their weights is recorded,
+    so `load_encoder` refuses this fusion beside towers trained later.
+    """
+    extra = dict(extra or {})
+    if encoder_folder is not None:
+        extra["encoder_sha256"] = sha256_file(Path(encoder_folder) / WEIGHTS_FILE)
     return save_checkpoint(folder, fusion, kind=FUSION_KIND, model_config=fusion.config.to_dict(), extra=extra)
+
+
+def fusion_encoder_digest(folder: str | Path) -> str | None:
+    """The sha256 of the encoder weights a saved fusion was trained on (None when not recorded)."""
+    return read_checkpoint_doc(folder, kind=FUSION_KIND)["extra"].get("encoder_sha256")
 
 
 def load_fusion(folder: str | Path, d: int | None = None) -> Fusion:
