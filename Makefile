@@ -9,7 +9,9 @@ PROFILE ?= ci
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test unit notebooks execute-notebooks lint lab browser-deps bench clean
+.PHONY: install demo test check unit tiers notebooks browser execute-notebooks reference lint lab browser-deps bench clean
+
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +28,27 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/workbench run --profile $(PROFILE)
 
-## Lint, unit tests (+ realdata when ../shared/data exists), then the notebooks under nbval in order.
-test: $(STAMP) browser-deps lint unit notebooks
+## The fast gate: lint and the unit tests, each test limited to 120 s (about 2 minutes in all).
+check: lint unit
+
+## Every tier, in an order where each finds what it checks: lint, the unit tests, the slow
+## tiers (whole series on small catalogs, cross-CPU reproducibility, real data, GPU), the
+## notebooks under nbval and their metrics against the reference, then the report they
+## wrote rendered in a headless browser.
+test: $(STAMP) browser-deps lint unit tiers notebooks browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check workbench tests bench
 
+# Each test process is pinned to one thread (workbench.reproducibility), so two workers use both cores.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(PYTEST) -n 2 --timeout=120 tests/unit
+
+tiers: $(STAMP)
+	$(PYTEST) -n 2 --timeout=900 tests/series tests/realdata tests/gpu
+
+browser: $(STAMP)
+	$(PYTEST) --timeout=300 tests/browser
 
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 # 02b trains on real speech from ../shared/data/fsdd, which is never copied into the project.
@@ -41,18 +56,22 @@ ifeq ($(wildcard ../shared/data/fsdd/recordings),)
 NOTEBOOKS := $(filter-out notebooks/02b_audio_real.ipynb,$(NOTEBOOKS))
 SKIPPED_NOTE := echo "skipping notebooks/02b_audio_real.ipynb: ../shared/data/fsdd is absent";
 endif
+## The notebooks under nbval (checked cells hold claims that survive float drift), then every
+## metric they wrote against tests/reference/synthetic-ci.json within its tolerance.
 notebooks: $(STAMP)
 	@$(SKIPPED_NOTE) true
 	cd notebooks && WORKBENCH_PROFILE=ci ../$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax $(notdir $(NOTEBOOKS))
+	WORKBENCH_REQUIRE_REFERENCE_RUN=1 $(PYTEST) tests/notebooks
 
 ## Re-execute every notebook in place from its py:percent twin (ci profile), in series order,
-## after a change to the code they call; commit the .py and the executed .ipynb together.
+## after a change to the code they call; commit the .py and the executed .ipynb together,
+## then `make reference` to record the new numbers the tests hold the notebooks to.
 execute-notebooks: $(STAMP)
-	cd notebooks && for py in $(sort $(wildcard notebooks/0*.py)); do \
-	  nb=$$(basename $$py .py).ipynb; \
-	  ../$(BIN)/jupytext --quiet --to ipynb $$(basename $$py) && \
-	  WORKBENCH_PROFILE=ci ../$(BIN)/papermill --no-progress-bar $$nb $$nb -k python3 || exit 1; \
-	done
+	$(BIN)/python -c "from workbench.pipeline import execute_in_place; execute_in_place()"
+
+## The committed reference metrics (tests/reference/) from the notebooks' last execution.
+reference: $(STAMP)
+	$(BIN)/python -c "from workbench.reproduce import write_reference; print(write_reference('reports', 'tests/reference/synthetic-ci.json'))"
 
 ## Debian's chromium for the report's browser check; skipped (tests then skip with a reason) when it cannot be installed.
 browser-deps:
@@ -62,7 +81,7 @@ browser-deps:
 
 ## JupyterLab on 127.0.0.1 with a token (--allow-root only when running as root).
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/workbench lab
 
 ## Benchmarks (not part of the test run): each prints ratios against a peer measured in the same run.
 bench: $(STAMP)
