@@ -217,3 +217,25 @@ def test_timings_of_earlier_notebooks_move_to_timings_json(tmp_path):
     assert "qps" not in (tmp_path / "metrics.json").read_text()
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert timings["notebooks"]["06_scann_index"]["exact_qps"] == 123.4
+
+
+def test_validation_outcome_opens_the_report_and_per_query_results_are_written(tmp_path):
+    import polars as pl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "validation.json").write_text(json.dumps({
+        "catalog": "c", "allowed": True, "warnings": ["products, column 'description', rows 2: empty"],
+        "problems": ["qrels.parquet, column 'relevance', rows 1: relevance outside 0..3"]}))
+    per_query = pl.DataFrame({"task": ["queries"], "query_id": ["q1"], "reranked_ndcg@10": [0.5]})
+    index = write_report(run, results=RESULTS, per_query=per_query)
+    page = index.read_text()
+    first_section = page[page.index("<section"):page.index("</section>")]
+    assert "Catalog validation" in first_section
+    assert "This run was made with --allow-problems" in first_section
+    assert "relevance outside 0..3" in first_section and "1 warnings" in first_section
+    assert pl.read_parquet(run / "per_query.parquet").equals(per_query)
+    env = json.loads((run / "environment.json").read_text())
+    assert {"cpu_model", "isa_flags", "pinned", "torch_threads", "packages"} <= set(env)
+    (run / "validation.json").write_text(json.dumps({"problems": [], "warnings": [], "allowed": False}))
+    assert "The catalog passed validation" in write_report(run, results=RESULTS).read_text()

@@ -109,14 +109,14 @@ def test_reproduce_compares_every_metric(tiny, monkeypatch):
     run = _run(tiny, "r", monkeypatch)
     same = reproduce(run, progress=False)
     assert same.ok and same.comparison.counts() == {"identical": len(same.comparison.rows)}
-    monkeypatch.setenv("TINY_DRIFT", "0.01")  # float drift on another machine: within 0.04
+    monkeypatch.setenv("TINY_DRIFT", "0.01")  # float drift on another machine: within 0.05
     drifted = reproduce(run, progress=False)
     assert drifted.ok and drifted.comparison.counts()["within"] == 2  # the two ndcg@10
     monkeypatch.setenv("TINY_DRIFT", "0.2")  # a real change
     changed = reproduce(run, progress=False)
     assert not changed.ok
     row = next(r for r in changed.comparison.outside() if r.key == "results.queries.ndcg@10")
-    assert (row.a, round(row.b, 6), row.tolerance) == (0.6, 0.8, 0.04)
+    assert (row.a, round(row.b, 6), row.tolerance) == (0.6, 0.8, 0.05)
     assert "results.queries.ndcg@10: report 0.6 vs re-run 0.8" in row.describe("report", "re-run")
     assert verify_report(run)  # the re-runs wrote nothing into the report
 
@@ -189,25 +189,39 @@ def test_compare_refuses_other_catalogs_and_other_metric_sets(tiny, monkeypatch,
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
-def test_a_refused_catalog_leaves_the_previous_report(tiny, monkeypatch, tmp_path):
+def _catalog_with_relevance_7(folder):
+    """A catalog whose qrels hold relevance 7, written behind the writer's back (it would refuse it)."""
+    import polars as pl
+
     from workbench.catalog import write_catalog
+    from workbench.files import sha256_file
+
+    bad = write_catalog(folder, name="bad", **small_catalog_tables())
+    qrels = pl.read_parquet(bad / "qrels.parquet").with_columns(pl.lit(7, dtype=pl.Int8).alias("relevance"))
+    qrels.write_parquet(bad / "qrels.parquet")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["sha256"]["qrels.parquet"] = sha256_file(bad / "qrels.parquet")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    return bad
+
+
+def test_workbench_run_refuses_an_invalid_catalog_listing_its_problems(tmp_path, capsys):
+    bad = _catalog_with_relevance_7(tmp_path / "bad")
+    assert main(["run", "--catalog", str(bad), "--run", "refused-test"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: catalog {bad.resolve()}: 1 problem(s); refusing to train and report on it")
+    assert "--allow-problems" in err[0]
+    assert err[1].startswith("problem: ") and "relevance" in err[1] and "0..3" in err[1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_a_refused_catalog_leaves_the_previous_report(tiny, monkeypatch, tmp_path):
     from workbench.errors import CatalogProblemsError
 
     nbs, _, reports = tiny
     run = _run(tiny, "r", monkeypatch)
     before = (run / "run.json").read_bytes()
-    tables = small_catalog_tables()
-    bad = write_catalog(tmp_path / "bad", name="bad", **tables)
-    # relevance 7 written behind the writer's back (its own check would refuse it)
-    import polars as pl
-
-    qrels = pl.read_parquet(bad / "qrels.parquet").with_columns(pl.lit(7, dtype=pl.Int8).alias("relevance"))
-    qrels.write_parquet(bad / "qrels.parquet")
-    manifest = json.loads((bad / "manifest.json").read_text())
-    from workbench.files import sha256_file
-
-    manifest["sha256"]["qrels.parquet"] = sha256_file(bad / "qrels.parquet")
-    (bad / "manifest.json").write_text(json.dumps(manifest))
+    bad = _catalog_with_relevance_7(tmp_path / "bad")
     with pytest.raises(CatalogProblemsError) as err:
         run_series(catalog=bad, run_name="r", notebooks=["01_stage"], reports_root=reports,
                    notebooks_dir=nbs, progress=False)

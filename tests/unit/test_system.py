@@ -248,10 +248,12 @@ def test_system_run_headline_sections_and_figures():
     head = run.headline()
     row = head.filter((head["stage"] == "reranked") & (head["metric"] == "ndcg@2")).to_dicts()[0]
     assert (row["mean"], row["low"], row["high"], row["n"]) == (1.0, 1.0, 1.0, 2)
-    titles = [t for t, _ in run.report_sections()]
-    assert titles[0] == "queries: metrics with 95% bootstrap intervals"
+    sections = run.report_sections()
+    titles = [t for t, _ in sections]
+    assert titles[:2] == ["System under evaluation", "queries: metrics with 95% bootstrap intervals"]
     assert "queries: per-modality breakdown" in titles
-    assert "the ANN index finds 1.000 of the exact top 4" in run.report_sections()[0][1]
+    assert "<td>stage 2 ranker</td><td style='text-align:left'>fake</td>" in sections[0][1]
+    assert "the ANN index finds 1.000 of the exact top 4" in sections[1][1]
     assert set(run.figures()) == {
         "queries: metrics per stage",
         "queries: latency",

@@ -66,5 +66,5 @@ def test_default_rules_hold_identity_exactly_and_trained_floats_loosely():
     for key in exact:
         assert tolerance_for(key, DEFAULT_TOLERANCES).abs == 0.0, key
     assert tolerance_for("notebooks.05_rankers.catalog.popularity.ndcg@10", DEFAULT_TOLERANCES).abs == 1e-4
-    assert tolerance_for("notebooks.03_fusion.ndcg@10.text", DEFAULT_TOLERANCES).abs == 0.04
+    assert tolerance_for("notebooks.03_fusion.ndcg@10.text", DEFAULT_TOLERANCES).abs == 0.05
     assert tolerance_for("notebooks.06_scann_index.chosen.reorder", DEFAULT_TOLERANCES).abs == math.inf

@@ -134,7 +134,7 @@ class SystemRun:
 
         from workbench.report import interval_table, render_value
 
-        sections = []
+        sections = [("System under evaluation", self._system_html())]
         for name, res in sorted(self.tasks.items()):
             stages = {s: res.intervals[s] for s in ("retrieval", "reranked")}
             extra = ""
@@ -167,6 +167,22 @@ class SystemRun:
                 ("queries: per-modality breakdown", render_value(self.modality_summary))
             )
         return sections
+
+    def _system_html(self) -> str:
+        """Which index and which ranker these numbers are about, and what the ranker was trained on."""
+        import html
+
+        rows = [("stage 1", f"{self.info.get('index', '?')} over {self.info.get('n_items', '?')} items"),
+                ("stage 2 ranker", self.ranker_source)]
+        fp = self.ranker_fingerprint or {}
+        if fp:
+            split = fp.get("split") or {}
+            rows.append(("ranker trained on",
+                         f"catalog {str(fp.get('catalog'))[:12]}…, split {split.get('kind', '?')}, "
+                         f"{fp.get('n_interactions', '?')} interactions over {fp.get('n_items', '?')} items"))
+        body = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows)
+        return f"<table>{body}</table>"
 
     def figures(self) -> dict[str, Any]:
         from workbench.report import figures_from_results, modality_figure

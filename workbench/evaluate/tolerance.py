@@ -47,9 +47,10 @@ class Tolerance:
 
 # First match wins: specific rules before general ones. The trained tolerances are about
 # 2.5x the largest drift measured between the pinned kernels and generic ones
-# (`../shared/tools/as-other-cpu`, ATen without vector code, oneDNN at SSE4.1) on the
-# ci synthetic run: 0.017 on a mean, 0.031 on an interval end, 0.11 on a ScaNN recall
-# at one partition of twenty, 0.14 on a p-value, one query won by another modality.
+# (`../shared/tools/as-other-cpu`: ATen without vector code, oneDNN at SSE4.1) on the
+# ci synthetic run: 0.019 on a mean, 0.031 on an interval end, 0.06 on stage-1 recall
+# through the ANN index, 0.11 on a ScaNN recall at one partition of twenty, 0.14 on a
+# p-value, one query won by another modality.
 DEFAULT_TOLERANCES: tuple[Tolerance, ...] = (
     # Identity and data: never allowed to move.
     Tolerance("data.*", 0.0, "catalog checksums and counts"),
@@ -70,6 +71,8 @@ DEFAULT_TOLERANCES: tuple[Tolerance, ...] = (
     Tolerance("*06_scann_index.chosen.*", math.inf, "a setting chosen against a recall target"),
     # Where k-means draws partition borders moves with any drift in the embeddings.
     Tolerance("*06_scann_index.sweep.*", 0.25, "ScaNN recall when few partitions are searched"),
+    Tolerance("*candidate_recall", 0.15, "stage-1 recall through the ANN index and the setting chosen in 06"),
+    Tolerance("*ann_recall", 0.15, "share of the exact candidates the ANN index finds"),
     Tolerance("*.p_value", 0.3, "p-values of near-zero differences swing with any drift"),
     Tolerance("*wins*", 6.0, "queries won per modality move with trained floats"),
     Tolerance("*.intervals.*.low", 0.06, "bootstrap interval ends"),
@@ -78,7 +81,7 @@ DEFAULT_TOLERANCES: tuple[Tolerance, ...] = (
     Tolerance("*.high", 0.06, "interval ends"),
     Tolerance("*next_item.*", 0.02, "next-item metrics: means of a few hits over hundreds of users"),
     # Everything else trained: retrieval, ranking and probe metrics in [0, 1].
-    Tolerance("*", 0.04, "trained models: float drift between CPUs moves these in the 2nd-3rd decimal"),
+    Tolerance("*", 0.05, "trained models: float drift between CPUs moves these in the 2nd-3rd decimal"),
 )
 
 
