@@ -49,6 +49,7 @@ EPOCHS = {"ci": 8, "full": 30}[PROFILE]
 BATCH_SIZE = {"ci": 128, "full": 256}[PROFILE]
 LR = {"ci": 5e-3, "full": 1e-3}[PROFILE]
 N_GALLERY = 3  # query products shown with their 8 nearest neighbours
+CLAIM_MARGIN = 0.1  # a tower "reads an attribute best" only when ahead by this much
 # "pretrained": frozen ImageNet EfficientNet-Lite0 + a trained head; "scratch": a small ResNet
 # trained here. The towers kept for later notebooks use IMAGE_BACKBONE.
 IMAGE_BACKBONE = "pretrained"
@@ -218,12 +219,14 @@ viz.probe_figure(quality).show()
 
 # %% tags=["NBVAL_CHECK_OUTPUT"]
 # NBVAL_CHECK_OUTPUT
-# The split of attributes across towers, as the ground truth intends (booleans: stable run to run).
-p = {r["space"]: r for r in probes.iter_rows(named=True)}
+# The split of attributes across towers, as the ground truth intends: each attribute is
+# read best by the tower that carries it, ahead by CLAIM_MARGIN (booleans with a wide
+# margin hold on any machine; the accuracies above move in the second decimal).
 if synthetic and set(modalities) == {"text", "image", "audio"}:
-    print("image knows colour better than text and audio:", p["image"]["probe_colour"] > max(p["text"]["probe_colour"], p["audio"]["probe_colour"]))
-    print("audio knows material better than image:", p["audio"]["probe_material"] > p["image"]["probe_material"])
-    print("text knows brand better than image and audio:", p["text"]["probe_brand"] > max(p["image"]["probe_brand"], p["audio"]["probe_brand"]))
+    from workbench.catalog.synthetic import attribute_modalities
+
+    claims = viz.carrier_claims(quality, attribute_modalities(), margin=CLAIM_MARGIN)
+    print(claims.select("attribute", "carried_by", "read_best_by_carrier"))
 
 # %% [markdown]
 # ## Embedding files
@@ -233,8 +236,7 @@ if synthetic and set(modalities) == {"text", "image", "audio"}:
 # in `<work>/encoders` (`workbench.encoders.load_encoder`).
 
 # %%
-encoder = load_encoder(Path(WORK_DIR) / "encoders", fusion=None)
-encoder.fusion = None  # notebook 03 writes the trained fusion; here: the plain mean
+encoder = load_encoder(Path(WORK_DIR) / "encoders", with_fusion=False)  # notebook 03 trains the fusion; here: the plain mean
 out = embed_catalog(cat, encoder, Path(WORK_DIR) / "embeddings", tensors=run.tensors, progress=False)
 print(pl.read_parquet(out / "items.parquet").select("item_id", pl.col("^weight_.*$")).head(3))
 

@@ -108,15 +108,24 @@ if HAVE_FSDD:
 if HAVE_FSDD:
     print(f"held-out speaker: {result['test_speaker']}; trained on {result['train_clips']} clips of {', '.join(result['train_speakers'])}")
     print(f"gallery {result['gallery']} clips, {result['queries']} queries")
-    print(f"Recall@10 chance:          {result['chance_recall@10']:.2f}")
+    print(f"Recall@10 chance: {result['chance_recall@10']:.2f}")
+    print("trained tower well above chance (5x):", result["recall@10"] >= 5 * result["chance_recall@10"])
+
+# %% [markdown]
+# The measured values (trained floats: they move in the second decimal between CPUs,
+# so this cell is shown, not checked; `metrics.json` is checked within a tolerance):
+
+# %%
+if HAVE_FSDD:
     print(f"Recall@10 untrained tower: {result['untrained_recall@10']:.2f}")
     print(f"Recall@10 trained tower:   {result['recall@10']:.2f}")
-    print("well above chance:", result["recall@10"] >= 5 * result["chance_recall@10"])
 
 # %% [markdown]
 # The untrained tower is already above chance (random convolutions over a log-mel
-# spectrogram keep some of its shape), and training lifts it well beyond: the tower
-# learns what distinguishes spoken digits, for a voice it never heard.
+# spectrogram keep some of its shape), and training lifts it further: the tower
+# learns what distinguishes spoken digits, for a voice it never heard. With one
+# held-out speaker and a short ci training the gain is a few points and varies with
+# the speaker; the claim checked above is the robust one (far above chance).
 
 # %%
 metrics = {"fsdd_available": HAVE_FSDD}

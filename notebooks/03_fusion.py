@@ -89,7 +89,7 @@ elif len(cat.modalities) < 2:
 # (cached media and text features make this quick) and every query's text.
 
 # %%
-encoder = load_encoder(work / "encoders")
+encoder = load_encoder(work / "encoders", with_fusion=False)  # the towers; this notebook trains the fusion
 modalities = encoder.modalities  # notebook 02 trained a tower for each modality the catalog has
 if note := absent_modalities_note(cat):
     print(note)
@@ -171,8 +171,9 @@ for name, iv in intervals.items():
 
 # %% tags=["NBVAL_CHECK_OUTPUT"]
 # NBVAL_CHECK_OUTPUT
-print("best single modality:", best_single)
-print("fused beats it on nDCG@10:", cmp.diff > 0)
+# Claims with a wide margin hold on any machine; which single modality is best (and
+# by how much fused wins) is a trained float, shown above and checked in metrics.json.
+print("fused beats the best single modality on nDCG@10:", cmp.diff > 0)
 print("95% interval of the gain excludes 0:", cmp.low > 0)
 
 # %% [markdown]
@@ -219,7 +220,8 @@ for j in range(N_EXPLAINED):
 # `fused` from it, plus each product's `weight_<modality>`.
 
 # %%
-save_fusion(fusions[best], work / "fusion", extra={"chosen_on": "training queries ndcg@10"})
+save_fusion(fusions[best], work / "fusion", extra={"chosen_on": "training queries ndcg@10"},
+            encoder_folder=work / "encoders")
 out = embed_catalog(cat, load_encoder(work / "encoders"), work / "embeddings", tensors=tensors, progress=False)
 print(pl.read_parquet(out / "items.parquet").columns)
 

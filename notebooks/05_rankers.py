@@ -70,8 +70,10 @@ from workbench.rankers import (
     SequentialConfig,
     SequentialRanker,
     load_item_embeddings,
+    save_rankers,
 )
 from workbench.rankers import experiment as ex
+from workbench.report import data_fingerprint
 from workbench.train import TrainConfig
 
 torch.set_num_threads(TORCH_THREADS)
@@ -140,6 +142,21 @@ rankers = {
 }
 for name, ranker in rankers.items():
     ranker.fit(split.train, item_ids, item_embeddings=fused)
+
+# %% [markdown]
+# ## Save the rankers for notebook 07
+# Each ranker goes to `<WORK_DIR>/rankers/<name>` (weights, seen items, ids and config;
+# `workbench.rankers.load_ranker` reads it back) with a fingerprint of what it was
+# trained on: this catalog, the leave-last-out split, the training interactions and the
+# item universe. Notebook 07 re-ranks with the saved ranker and refuses one trained on
+# other data.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+saved = save_rankers(rankers, Path(WORK_DIR) / "rankers",
+                     catalog_fingerprint=data_fingerprint(CATALOG_DIR)["fingerprint"], split=split)
+for folder in saved:
+    print("saved", Path(folder.parent.name, folder.name))
 
 # %% [markdown]
 # ## What a perfect ranker would score
