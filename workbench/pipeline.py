@@ -83,11 +83,22 @@ def _ipc_kernel_manager() -> type:
     Nothing else on the machine can reach the kernel, and ipykernel no longer warns
     about unencrypted TCP on every start.
     """
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _unique_socket_prefix(self) -> str:
+            # jupyter_client's default, "kernel-ipc" in the working directory, is shared by every
+            # kernel started from that folder: two runs at once would talk on each other's sockets.
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            return str(runtime / f"workbench-{uuid.uuid4().hex}-ipc")
 
     return IPCKernelManager
 

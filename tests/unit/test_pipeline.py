@@ -96,3 +96,23 @@ def test_bad_arguments(series):
         run_series(catalog=catalog, run_name="../escape", notebooks_dir=nbs, reports_root=reports)
     with pytest.raises(ConfigError, match="not a folder"):
         run_series(catalog=catalog / "missing", notebooks_dir=nbs, reports_root=reports)
+
+
+def test_two_runs_at_once_from_the_same_notebooks_folder(series, tmp_path):
+    """Kernels talk over Unix sockets; two runs started from one folder must not share them."""
+    import subprocess
+    import sys
+
+    nbs, catalog, reports = series
+    script = (
+        "import sys; from workbench.pipeline import run_series; "
+        f"run_series(catalog={str(catalog)!r}, run_name=sys.argv[1], notebooks=['01_first', '02_second'], "
+        f"reports_root={str(reports)!r}, notebooks_dir={str(nbs)!r}, progress=False)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], stderr=subprocess.PIPE, text=True)
+             for name in ("p1", "p2")]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for name in ("p1", "p2"):
+        assert json.loads((reports / name / "series.json").read_text())["status"] == {"01_first": "ok", "02_second": "ok"}
+    assert not list(nbs.glob("*ipc*"))  # no socket files left in the notebooks' folder
