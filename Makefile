@@ -35,7 +35,10 @@ check: lint unit
 ## tiers (whole series on small catalogs, cross-CPU reproducibility, real data, GPU), the
 ## notebooks under nbval and their metrics against the reference, then the report they
 ## wrote rendered in a headless browser.
-test: $(STAMP) browser-deps lint unit tiers notebooks browser
+test: $(STAMP) browser-deps lint unit
+	@# The slow tiers and the notebooks share no files: on two cores they run side by side.
+	$(MAKE) --no-print-directory --output-sync=target -j2 tiers notebooks
+	$(MAKE) --no-print-directory browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check workbench tests bench
@@ -45,7 +48,7 @@ unit: $(STAMP)
 	$(PYTEST) -n 2 --timeout=120 tests/unit
 
 tiers: $(STAMP)
-	$(PYTEST) -n 2 --timeout=900 tests/series tests/realdata tests/gpu
+	$(PYTEST) -n 2 --dist worksteal --timeout=900 tests/series tests/realdata tests/gpu
 
 browser: $(STAMP)
 	$(PYTEST) --timeout=300 tests/browser

@@ -5,7 +5,7 @@
    on a real catalog): `workbench run --catalog` must complete, leave audio out
    everywhere, stop the ranker notebook cleanly and still write the report with the
    fused-vs-single table.
-2. (realdata) The first 1,200 products of `../shared/data/fashion-products` with
+2. (realdata) The first 700 products of `../shared/data/fashion-products` with
    derived queries: real photos and real titles through the same series.
 3. Text-only catalogs (MovieLens-like without queries, ESCI-like with queries).
 4. (realdata) `../shared/data/hm-sample`: photos for 100 of 1,000 articles, purchases,
@@ -97,7 +97,7 @@ def test_series_on_imported_fashion_products(tmp_path):
     from workbench.catalog.loaders.fashion import FashionImportConfig, import_fashion_products
 
     catalog = tmp_path / "fashion"
-    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=1200, progress=False))
+    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=700, progress=False))
     index = run_series("ci", catalog=catalog, run_name="fashion", reports_root=tmp_path / "reports",
                        work_dir=tmp_path / "work", progress=False)
     reports = tmp_path / "reports" / "fashion"
