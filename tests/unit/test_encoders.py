@@ -254,9 +254,9 @@ def test_dataset_items_masks_and_train_queries_only(catalog, tmp_path, tiny_text
     tensors = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False)
     assert tensors.text["pooled"].shape == (8, tiny_text.hidden_size)
     pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, split="train")
-    train, test = split_queries(tensors.query_ids)
-    assert test, "the fixture needs at least one test query"
-    assert {tensors.query_ids[q] for q in pairs[:, 0]} <= set(train)
+    parts = split_queries(tensors.query_ids, validation_fraction=0.2)
+    assert parts.test, "the fixture needs at least one test query"
+    assert {tensors.query_ids[q] for q in pairs[:, 0]} <= set(parts.train)
     ds = MultimodalDataset(tensors, cfg.modalities, pairs)
     item = ds[1]
     assert set(item) >= {"item_idx", "text_pooled", "text_mask", "image", "image_mask", "audio", "audio_mask", "query_pooled", "query_idx", "query_mask"}
@@ -267,7 +267,7 @@ def test_dataset_items_masks_and_train_queries_only(catalog, tmp_path, tiny_text
         s = ds[i]
         q = int(s["query_idx"])
         if s["query_mask"]:
-            assert tensors.query_ids[q] in train
+            assert tensors.query_ids[q] in parts.train
             assert any((pairs[:, 0] == q) & (pairs[:, 1] == i))
             assert torch.equal(s["query_pooled"], tensors.query["pooled"][q])
         else:

@@ -43,7 +43,17 @@ def test_split_queries_is_deterministic_and_disjoint() -> None:
     ids = [f"q{i}" for i in range(200)]
     a = split_queries(ids, 0.2, seed=1)
     assert a == split_queries(ids, 0.2, seed=1)
-    assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == 200
+    assert a.validation == [] and not set(a.train) & set(a.test) and len(a.train) + len(a.test) == 200
+    b = split_queries(ids, 0.2, seed=1, validation_fraction=0.2)
+    assert b.test == a.test  # a validation share comes out of training, never out of test
+    assert set(b.train) | set(b.validation) == set(a.train) and not set(b.train) & set(b.validation)
+    assert 25 <= len(b.validation) <= 55
+
+
+@pytest.mark.parametrize("test, validation", [(-0.1, 0.2), (0.2, 1.0), (0.5, 0.5)])
+def test_split_queries_refuses_fractions_that_leave_nothing_to_train(test, validation) -> None:
+    with pytest.raises(EvaluationError, match="fraction"):
+        split_queries(["q1"], test, validation_fraction=validation)
 
 
 def test_leave_last_out_takes_each_users_latest_and_keeps_short_users() -> None:

@@ -39,7 +39,7 @@ from workbench.encoders.image import ImageTower
 from workbench.encoders.model import EncoderConfig, state_digest
 from workbench.encoders.text import TextTower
 from workbench.errors import CatalogError
-from workbench.evaluate.splits import split_queries
+from workbench.evaluate.splits import DEFAULT_VALIDATION_FRACTION, split_queries
 from workbench.files import save_tensors_atomic
 from workbench.media import load_audio, load_image
 
@@ -312,18 +312,21 @@ def query_item_pairs(
     min_relevance: int = 1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
 ) -> np.ndarray:
     """(query index, item index, relevance) rows of the qrels of one query split.
 
-    The split is `workbench.evaluate.splits.split_queries`, the one evaluation
-    uses, so no test query is ever trained on.
+    The split is `workbench.evaluate.splits.split_queries`, the one every stage
+    uses: towers and fusions train on `train`, choices are made on `validation`,
+    claims on `test`, so no test query is ever trained on or chosen with.
     """
-    if split not in ("train", "test", "all"):
-        raise CatalogError(f"split={split!r}: expected train, test or all")
+    if split not in ("train", "validation", "test", "all"):
+        raise CatalogError(f"split={split!r}: expected train, validation, test or all")
     if catalog.qrels is None or not query_ids:
         return np.zeros((0, 3), dtype=np.int64)
-    train, test = split_queries(list(query_ids), test_fraction=test_fraction, seed=seed)
-    keep = {"train": train, "test": test, "all": list(query_ids)}[split]
+    parts = split_queries(list(query_ids), test_fraction=test_fraction, seed=seed,
+                          validation_fraction=validation_fraction)
+    keep = {**parts._asdict(), "all": list(query_ids)}[split]
     q_index = pl.DataFrame({"query_id": list(query_ids), "q": np.arange(len(query_ids))}).filter(pl.col("query_id").is_in(keep))
     i_index = pl.DataFrame({"item_id": list(item_ids), "i": np.arange(len(item_ids))})
     pairs = (

@@ -32,6 +32,7 @@ from workbench.encoders.export import encode_items
 from workbench.encoders.fusion import Fusion, FusionConfig, FusionModel
 from workbench.encoders.image import train_transform
 from workbench.encoders.model import EncoderConfig, MultimodalEncoder, save_encoder
+from workbench.evaluate.splits import DEFAULT_VALIDATION_FRACTION
 from workbench.train import TrainConfig, fit
 
 
@@ -40,7 +41,8 @@ class TowerTraining:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=256, lr=1e-3))
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    test_fraction: float = 0.2  # share of queries held out (workbench.evaluate.splits)
+    test_fraction: float = 0.2  # share of queries held out for the claims (workbench.evaluate.splits)
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION  # held out for choosing, never trained on
     split_seed: int = 0
     checkpoints: bool = True  # epoch checkpoints under <work>/encoders/checkpoints (resumable)
 
@@ -51,6 +53,7 @@ class TowerRun:
     tensors: CatalogTensors
     history: list[dict[str, Any]]
     train_pairs: np.ndarray  # (query index, item index, relevance) of training queries
+    validation_pairs: np.ndarray  # of the validation queries (choices are made on them)
     test_pairs: np.ndarray
     embeddings: dict[str, torch.Tensor]  # per-modality item embeddings + "query", on the CPU
     encoder_dir: Path
@@ -78,9 +81,12 @@ def train_towers(
     image_tower = model.towers["image"] if "image" in model.towers else None
     tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress,
                               image_tower=image_tower)
-    split = dict(test_fraction=config.test_fraction, seed=config.split_seed)
-    train_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "train", **split)
-    test_pairs = query_item_pairs(cat, tensors.item_ids, tensors.query_ids, "test", **split)
+    split = dict(test_fraction=config.test_fraction, validation_fraction=config.validation_fraction,
+                 seed=config.split_seed)
+    train_pairs, validation_pairs, test_pairs = (
+        query_item_pairs(cat, tensors.item_ids, tensors.query_ids, part, **split)
+        for part in ("train", "validation", "test")
+    )
     image_tf = train_transform(config.encoder.image) if "image" in config.encoder.modalities else None
     dataset = MultimodalDataset(tensors, config.encoder.modalities, train_pairs, image_transform=image_tf)
     task = AlignmentTask(config.alignment, positive_keys(train_pairs[:, :2], tensors.n_items), tensors.n_items)
@@ -93,7 +99,8 @@ def train_towers(
     model = result.model
     save_encoder(model, out, extra={"epochs": len(result.history), "catalog": str(cat.root)})
     embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
-    return TowerRun(model.eval(), tensors, result.history, train_pairs, test_pairs, embeddings, out)
+    return TowerRun(model.eval(), tensors, result.history, train_pairs, validation_pairs, test_pairs,
+                    embeddings, out)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Train/test splits of interactions and queries, guarded against leakage."""
+"""Train/validation/test splits of queries and train/test splits of interactions, guarded against leakage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -17,19 +17,47 @@ from workbench.errors import EvaluationError
 logger = logging.getLogger(__name__)
 
 
+# Share of queries the series holds out for choosing (fusion kind, weights, hybrid weight).
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+class QuerySplit(NamedTuple):
+    """Query ids for training, for choosing (validation) and for the claims (test)."""
+
+    train: list[str]
+    validation: list[str]
+    test: list[str]
+
+
 def split_queries(
-    query_ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[str], list[str]]:
+    query_ids: Sequence[str],
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    validation_fraction: float = 0.0,
+) -> QuerySplit:
     """Deterministic query split by a hash of (seed, query_id): stable across runs and machines.
 
-    Used by every stage that trains on queries (alignment) and every stage that
-    evaluates on them, so no test query is ever trained on.
+    Used by every stage that trains on queries (alignment, fusion), every stage that
+    chooses on them (fusion kind, weights: validation) and every stage that reports on
+    them (test), so no test query is ever trained on or chosen with. A query's hash
+    decides its part once: raising `validation_fraction` takes validation queries out
+    of training and never changes the test set.
     """
-    train, test = [], []
+    for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
+        if not 0 <= value < 1:
+            raise EvaluationError(f"{name}={value!r}: expected a fraction in [0, 1)")
+    if test_fraction + validation_fraction >= 1:
+        raise EvaluationError(
+            f"test_fraction + validation_fraction = {test_fraction + validation_fraction:g}: "
+            "expected less than 1, so that some queries are left to train on"
+        )
+    train, validation, test = [], [], []
     for qid in query_ids:
         digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
-        (test if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else train).append(qid)
-    return train, test
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        part = test if u < test_fraction else validation if u < test_fraction + validation_fraction else train
+        part.append(qid)
+    return QuerySplit(train, validation, test)
 
 
 # ---------------------------------------------------------------------------

@@ -276,9 +276,9 @@ def evaluate_system(
         from workbench.encoders import load_encoder
 
         queries = cat.queries.collect().sort("query_id")
-        _, test_ids = split_queries(
+        test_ids = split_queries(
             queries["query_id"].to_list(), cfg.query_test_fraction, cfg.query_split_seed
-        )
+        ).test
         queries = queries.filter(pl.col("query_id").is_in(test_ids))
         encoder = load_encoder(work / "encoders", device=cfg.device)
         qvec = encoder.encode_text(queries["text"].to_list()).numpy()
