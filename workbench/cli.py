@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", required=True)
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--derived-queries", type=int, default=None, metavar="N",
-                     help="fashion-products: how many queries to derive from attributes (default 200)")
+                     help="fashion-products: how many queries to derive from attributes "
+                          "(default: min(1000, products of a queryable type))")
     imp.set_defaults(func=_cmd_import)
 
     rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")

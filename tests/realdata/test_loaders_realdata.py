@@ -47,7 +47,7 @@ def test_fashion_products_real_import(fashion_catalog: tuple) -> None:
     assert p["category"].str.count_matches("/").unique().to_list() == [2]
     assert p.filter(pl.col("item_id") == "10000")["title"].item() == "Palm Tree Girls Sp Jace Sko White Skirts"
     q, qrels = cat.queries.collect(), cat.qrels.collect()
-    assert q.height == 200 and qrels["relevance"].max() == 3
+    assert q.height == 1000 and qrels["relevance"].max() == 3  # the default: min(1000, queryable products)
     titles = {" " + " ".join(t.lower().split()) + " " for t in p["title"]}
     assert not any(f" {t} " in title for t in q["text"] for title in titles)
     assert "not written by users" in cat.manifest["derived_queries"]["rule"]

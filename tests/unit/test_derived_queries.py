@@ -143,3 +143,63 @@ def test_missing_values_are_never_query_words() -> None:
     )
     q, _, _ = derive_queries(p, DerivedQueryConfig(n_queries=20, attribute_keys=("baseColour", "gender", "usage")))
     assert not any(" na " in f" {t} " for t in q["text"])
+
+
+def _many_products() -> pl.DataFrame:
+    """4 types x 10 colours x 2 genders x 3 usages x 5 seasons = 1,200 products, each once:
+    about 1,900 distinct (type, attribute values) queries, more than the default asks for."""
+    colours = [f"Colour{c}" for c in "ABCDEFGHIJ"]
+    rows = []
+    for t in ("Shirts", "Watches", "Jeans", "Sandals"):
+        for c in colours:
+            for g in GENDERS:
+                for u in ("Casual", "Formal", "Sports"):
+                    for s in ("Summer", "Winter", "Fall", "Spring", "Monsoon"):
+                        rows.append({
+                            "item_id": f"p{len(rows)}",
+                            "title": f"Brand {t} {len(rows)}",
+                            "category": f"Apparel/Things/{t}",
+                            "attributes": json.dumps({"baseColour": c, "gender": g, "usage": u, "season": s}),
+                        })
+    return pl.DataFrame(rows)
+
+
+def test_default_count_is_min_1000_and_one_per_queryable_product() -> None:
+    from workbench.catalog.loaders.queries import DEFAULT_N_QUERIES, default_query_count
+
+    assert DEFAULT_N_QUERIES == 1000
+    assert [default_query_count(n) for n in (0, 1, 96, 999, 1000, 3000)] == [1, 1, 96, 999, 1000, 1000]
+    assert DerivedQueryConfig().n_queries is None  # None: the rule decides from the catalog
+
+    # 1,200 products: the default asks for 1,000 and gets them, ~200 of them in a 20 % test split
+    from workbench.evaluate.splits import split_queries
+
+    q, qrels, info = derive_queries(_many_products())
+    assert info["n_requested"] == 1000 and q.height == 1000
+    assert info["n_rule"] == "default: min(1000, 1200 products of a queryable type)"
+    assert q["query_id"].is_unique().all() and q["text"].is_unique().all()
+    assert 170 <= len(split_queries(q["query_id"].to_list(), test_fraction=0.2, seed=0).test) <= 230
+    # seeded: the same 1,000 again
+    q2, r2, _ = derive_queries(_many_products())
+    assert q.equals(q2) and qrels.equals(r2)
+
+
+def test_default_count_scales_down_to_the_queryable_products() -> None:
+    products = _products()  # 3 types x 32 products = 96, all queryable
+    rare = pl.DataFrame([{  # a type with 2 products (< min_type_size 5): never queried, not counted
+        "item_id": f"r{i}", "title": f"Rare mug {i}", "category": "Home/Things/Mugs",
+        "attributes": json.dumps({"baseColour": "Red", "gender": "Men", "usage": "Casual", "year": 2012}),
+    } for i in range(2)])
+    q, _, info = derive_queries(pl.concat([products, rare]))
+    assert info["n_requested"] == 96
+    assert info["n_rule"] == "default: min(1000, 96 products of a queryable type)"
+    assert 0 < q.height <= 96 and not any("mug" in t for t in q["text"])
+    # an explicit count is drawn as asked, and said so
+    q, _, info = derive_queries(products, DerivedQueryConfig(n_queries=7))
+    assert q.height == 7 and info["n_requested"] == 7 and info["n_rule"] == "as configured"
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_query_count_must_be_a_positive_integer_or_none(bad) -> None:
+    with pytest.raises(ConfigError, match=r"n_queries=.*expected an integer >= 1, or None for the default"):
+        derive_queries(_products(), DerivedQueryConfig(n_queries=bad))

@@ -162,3 +162,42 @@ def test_derived_query_count_only_for_formats_that_derive_queries(fashion_src: P
     with pytest.raises(ConfigError, match="only fashion-products"):
         import_catalog("hm", fashion_src, tmp_path / "hm", derived_queries=10)
     assert not (tmp_path / "hm").exists()
+
+
+def test_fashion_default_query_count_follows_the_catalog_size(fashion_src: Path, tmp_path: Path) -> None:
+    assert FashionImportConfig().queries.n_queries is None  # min(1000, queryable products)
+    # every type queryable (min_type_size=1): the default asks for one query per product, 16
+    cfg = FashionImportConfig(progress=False, queries=DerivedQueryConfig(
+        n_queries=None, seed=0, min_type_size=1, attribute_keys=("baseColour", "gender", "usage", "season")))
+    report = import_fashion_products(fashion_src, tmp_path / "cat", config=cfg)
+    info = read_catalog(tmp_path / "cat").manifest["derived_queries"]
+    assert info["n_requested"] == report.counts["products"] == 16
+    assert info["n_rule"] == "default: min(1000, 16 products of a queryable type)"
+    assert 0 < report.counts["queries"] <= 16
+
+
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-products"
+
+
+@pytest.mark.realdata
+def test_real_3000_products_give_enough_test_queries(tmp_path: Path) -> None:
+    """The first 3,000 real products: the default derives 1,000 queries, 203 of them test."""
+    if not (REAL / "styles.csv").is_file():
+        pytest.skip(f"{REAL} is absent (real data lives in ../shared/data beside the repository)")
+    from workbench.evaluate.splits import split_queries
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(REAL / "styles.csv", src / "styles.csv")  # no images/: the count needs no photos
+    report = import_fashion_products(src, tmp_path / "cat", config=FashionImportConfig(limit=3000, progress=False))
+    cat = read_catalog(tmp_path / "cat")
+    queries = cat.queries.collect()
+    assert report.counts["products"] == 3000 and queries.height == 1000
+    test = split_queries(queries["query_id"].to_list(), test_fraction=0.2, seed=0).test
+    assert len(test) == 203 >= 150
+    info = cat.manifest["derived_queries"]
+    assert info["n_requested"] == 1000 and info["n_rule"].startswith("default: min(1000, ")
+    # every test query has a fully relevant product (its anchor)
+    best = cat.qrels.collect().filter(pl.col("query_id").is_in(test)).group_by("query_id").agg(
+        pl.col("relevance").max())
+    assert best.height == 203 and best["relevance"].min() == 3

@@ -21,6 +21,17 @@ The rule (one place, seeded, documented in `RULE`):
    0/1/2/3 matches. Every product of the query's type is graded (>= 1); products
    of other types are 0 and are not written to qrels (absent means 0).
 
+6. How many: `DerivedQueryConfig.n_queries`, by default (None)
+   `default_query_count(n)` = min(1000, n) where n is the number of products of a
+   queryable type (at least `min_type_size` products): 1,000 for any catalog of
+   1,000 such products or more, so a 20 % test split holds about 200 queries
+   (203 on the first 3,000 fashion products), enough to tell systems apart; one
+   query per product below that, because a small catalog holds few distinct
+   (type, attribute values) combinations: asked for 1,000, 300 fashion products
+   give only 645 distinct queries after 20,000 draws, most of them rejected as
+   duplicates. An explicit count is drawn as asked (until the attempt budget
+   `n_queries * max_attempts_factor` runs out; `info` says how many were made).
+
 These are synthetic queries built from catalog metadata, not real user queries:
 notebooks that use them must say so (print `RULE`).
 """
@@ -40,7 +51,8 @@ RULE = (
     "Queries are derived from catalog attributes, not written by users: each names a product type "
     "and 2-3 attribute values of an anchor product (seeded), phrased from fixed templates; no query "
     "is a word-for-word substring of any title. A product of another type has grade 0; one of the "
-    "query's type has 1 + floor(2*m/k) where m of the query's k other attributes match (3 = all)."
+    "query's type has 1 + floor(2*m/k) where m of the query's k other attributes match (3 = all). "
+    "By default min(1000, products of a queryable type) queries are drawn."
 )
 
 # Values that mean "unknown" in real catalogs (fashion-products writes NA).
@@ -58,9 +70,18 @@ _TEMPLATES = (
 _SURFACE = {"tshirts": "t-shirts", "tshirt": "t-shirt", "men": "men", "women": "women"}
 
 
+DEFAULT_N_QUERIES = 1000  # the most queries drawn by default (rule 6)
+
+
+def default_query_count(n_queryable_products: int, cap: int = DEFAULT_N_QUERIES) -> int:
+    """Rule 6: min(cap, one query per product of a queryable type), at least 1."""
+    return max(1, min(cap, int(n_queryable_products)))
+
+
 @dataclass
 class DerivedQueryConfig:
-    n_queries: int = 200
+    # None: default_query_count(products of a queryable type), i.e. min(1000, that count)
+    n_queries: int | None = None
     seed: int = 0
     # attribute keys used in queries; None: every attribute key whose values are short strings
     # with 2..64 distinct values present on at least half the products
@@ -197,8 +218,13 @@ def derive_queries(
     `info` records the rule, the keys used, counts and how many candidates were rejected.
     """
     cfg = config or DerivedQueryConfig()
-    if cfg.n_queries < 1:
-        raise ConfigError(f"derived queries: n_queries={cfg.n_queries}: expected >= 1")
+    if cfg.n_queries is not None and (
+        not isinstance(cfg.n_queries, int) or isinstance(cfg.n_queries, bool) or cfg.n_queries < 1
+    ):
+        raise ConfigError(
+            f"derived queries: n_queries={cfg.n_queries!r}: expected an integer >= 1, or None "
+            f"for the default (min({DEFAULT_N_QUERIES}, products of a queryable type))"
+        )
     if not cfg.k_choices or min(cfg.k_choices) < 1:
         raise ConfigError(f"derived queries: k_choices={cfg.k_choices}: expected positive integers")
     df = products.collect() if isinstance(products, pl.LazyFrame) else products
@@ -212,6 +238,8 @@ def derive_queries(
         raise CatalogError(
             f"derived queries: no product type has >= {cfg.min_type_size} products (type_from={cfg.type_from!r})"
         )
+    queryable = int(type_counts.filter(pl.col("len") >= cfg.min_type_size)["len"].sum())
+    n_wanted = default_query_count(queryable) if cfg.n_queries is None else cfg.n_queries
     grouped = table.with_row_index().group_by("type").agg("index")
     rows_by_type = dict(zip(grouped["type"].to_list(), grouped["index"].to_list(), strict=True))
     rng = np.random.default_rng(cfg.seed)
@@ -220,9 +248,9 @@ def derive_queries(
     queries: list[dict] = []
     qrel_parts: list[pl.DataFrame] = []
     rejected = {"copied_from_title": 0, "duplicate": 0, "too_few_attributes": 0}
-    budget = cfg.n_queries * cfg.max_attempts_factor
+    budget = n_wanted * cfg.max_attempts_factor
     item_ids = table["item_id"]
-    while len(queries) < cfg.n_queries and budget > 0:
+    while len(queries) < n_wanted and budget > 0:
         budget -= 1
         type_value = types[int(rng.integers(len(types)))]
         members = rows_by_type[type_value]
@@ -276,7 +304,12 @@ def derive_queries(
         "type_from": cfg.type_from,
         "attribute_keys": keys,
         "n_queries": queries_df.height,
-        "n_requested": cfg.n_queries,
+        "n_requested": n_wanted,
+        "n_rule": (
+            f"default: min({DEFAULT_N_QUERIES}, {queryable} products of a queryable type)"
+            if cfg.n_queries is None
+            else "as configured"
+        ),
         "rejected": rejected,
         "grade_counts": {str(g): int(n) for g, n in qrels_df.group_by("relevance").len().sort("relevance").iter_rows()},
     }
