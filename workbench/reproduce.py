@@ -38,7 +38,7 @@ METRICS = "metrics.json"
 PER_QUERY = "07_evaluation_report/per_query.parquet"
 # Sentences that restate numbers compared elsewhere as numbers ("beats ... by 0.013 (95% CI ...)"):
 # their text changes with any float drift, so they are not compared as text.
-DERIVED_TEXT = ("*.summary",)
+DERIVED_TEXT = ("*.summary", "*.reason")
 
 
 # --------------------------------------------------------------------------- the run record

@@ -94,10 +94,16 @@ def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
 def test_series_on_imported_fashion_products(tmp_path):
     if not FASHION.is_dir():
         pytest.skip(f"{FASHION} is absent (real data lives in ../shared/data beside the repository)")
-    from workbench.catalog.loaders.fashion import FashionImportConfig, import_fashion_products
+    from workbench.catalog.loaders.fashion import (
+        QUERY_KEYS,
+        FashionImportConfig,
+        import_fashion_products,
+    )
+    from workbench.catalog.loaders.queries import DerivedQueryConfig
 
     catalog = tmp_path / "fashion"
-    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=700, progress=False))
+    queries = DerivedQueryConfig(n_queries=300, seed=0, attribute_keys=QUERY_KEYS)  # bounds the test's time
+    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=700, queries=queries, progress=False))
     index = run_series("ci", catalog=catalog, run_name="fashion", reports_root=tmp_path / "reports",
                        work_dir=tmp_path / "work", progress=False)
     reports = tmp_path / "reports" / "fashion"

@@ -98,3 +98,24 @@ def test_has_truth_only_with_a_truth_folder(tmp_path):
     assert not cat.has_truth
     (cat.root / "truth").mkdir()
     assert read_catalog(cat.root).has_truth
+
+
+def test_the_teaching_example_is_parsed_and_hits_are_marked_with_the_truth(tmp_path):
+    from workbench.catalog import read_truth
+    from workbench.catalog.profiling import ground_truth_marks, synthetic_attributes_named
+    from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
+
+    assert synthetic_attributes_named("red striped wooden chair") == {
+        "category": "furniture/chair", "colour": "red", "pattern": "stripes", "material": "wood"}
+    assert synthetic_attributes_named("a CHECKERED oak table") == {
+        "category": "furniture/table", "pattern": "checks", "material": "wood"}
+    assert synthetic_attributes_named("nothing here") == {}
+    out = generate_synthetic(tmp_path / "s", SyntheticConfig(n_items=60, n_users=5, n_queries=5, with_media=False,
+                                                             seed=1), progress=False)
+    cat = read_catalog(out)
+    truth = read_truth(out)["items"].head(3)
+    first = truth.row(0, named=True)
+    marks = ground_truth_marks(cat, truth["item_id"].to_list(), {"colour": first["colour"], "material": "glass"})
+    assert marks["colour_ok"][0] and marks.columns == ["item_id", "colour", "colour_ok", "material", "material_ok", "matches"]
+    assert marks["matches"].to_list() == [int(r["colour"] == first["colour"]) + int(r["material"] == "glass")
+                                          for r in truth.iter_rows(named=True)]

@@ -229,3 +229,47 @@ def wav_bytes(wave: np.ndarray, rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def synthetic_attributes_named(text: str) -> dict[str, str]:
+    """The synthetic attributes a query text names (its vocabulary, longest words first).
+
+    e.g. "red striped wooden chair" -> {category: furniture/chair, colour: red,
+    pattern: stripes, material: wood}. Only meaningful on the synthetic catalog.
+    """
+    import re
+
+    from workbench.catalog.synthetic import vocabulary
+
+    words = text.lower()
+    named: dict[str, str] = {}
+    for attribute, values in vocabulary().items():
+        if not isinstance(values, dict):
+            continue
+        candidates = sorted(((w, v) for v, ws in values.items() for w in ws), key=lambda p: -len(p[0]))
+        for word, value in candidates:
+            if re.search(rf"\b{re.escape(word)}\b", words):
+                named[attribute] = value
+                break
+    return named
+
+
+def ground_truth_marks(cat: Catalog, item_ids: list[str], named: dict[str, str]) -> pl.DataFrame:
+    """For each hit, its true value of every attribute `named` and whether it matches.
+
+    item_id, then `<attribute>` (the truth) and `<attribute>_ok` (bool) per attribute,
+    and `matches` (how many named attributes it has). Needs the synthetic ground truth.
+    """
+    from workbench.catalog.io import read_truth
+
+    truth = read_truth(cat.root)["items"]
+    hits = pl.DataFrame({"item_id": [str(i) for i in item_ids]}).join(truth, on="item_id", how="left",
+                                                                      maintain_order="left")
+    cols = [pl.col("item_id")]
+    for attribute, value in named.items():
+        if attribute in hits.columns:
+            cols += [pl.col(attribute), (pl.col(attribute) == value).fill_null(False).alias(f"{attribute}_ok")]
+    out = hits.select(cols)
+    ok = [c for c in out.columns if c.endswith("_ok")]
+    return out.with_columns(pl.sum_horizontal([pl.col(c).cast(pl.Int64) for c in ok]).alias("matches") if ok
+                            else pl.lit(0).alias("matches"))

@@ -237,3 +237,20 @@ def load_fusion(folder: str | Path, d: int | None = None) -> Fusion:
     fusion = make_fusion(config)
     load_into(fusion, state, folder / WEIGHTS_FILE, aliases=doc["aliases"])
     return fusion.eval()
+
+
+def fixed_weight_fusion(weights: dict[str, float], d: int, modalities: tuple[str, ...]) -> Fusion:
+    """A weighted-mean fusion with the given modality weights (over the modalities an item has).
+
+    The item vector of a score-level late fusion (or of one modality alone, weight 1),
+    for the index and for cross-modal queries: fused = normalise(sum_m w_m e_m / sum_m w_m)
+    over the modalities present. A weight of 0 becomes a tiny one, so an item lacking
+    every weighted modality still gets the mean of what it has.
+    """
+    if any(m not in modalities for m in weights) or any(w < 0 for w in weights.values()):
+        raise ConfigError(f"weights {weights}: expected non-negative weights for modalities among {modalities}")
+    fusion = make_fusion(FusionConfig(strategy="weighted_mean", d=d, modalities=modalities, modality_dropout=0.0))
+    logits = torch.log(torch.tensor([max(float(weights.get(m, 0.0)), 1e-6) for m in fusion.modalities]))
+    with torch.no_grad():
+        fusion.logits.copy_(logits)
+    return fusion.eval()

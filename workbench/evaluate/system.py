@@ -131,6 +131,7 @@ class QueryTask:
     user_ids: list[str | None]
     exclude: sp.csr_matrix | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] | None = None  # the query texts, for retrievers that read them (BM25, hybrids)
 
     def __post_init__(self) -> None:
         n = len(self.query_ids)
@@ -201,7 +202,8 @@ def query_task(
     query_ids = q["query_id"].cast(pl.Utf8).to_numpy().astype(str)
     rel = relevance_matrix(qrels, query_ids.tolist(), np.asarray(item_ids).astype(str).tolist())
     users = q["user_id"].to_list() if "user_id" in q.columns else [None] * q.height
-    return QueryTask(name, query_ids, np.asarray(vectors, dtype=np.float32), rel, users)
+    texts = q["text"].to_list() if "text" in q.columns else None
+    return QueryTask(name, query_ids, np.asarray(vectors, dtype=np.float32), rel, users, texts=texts)
 
 
 def next_item_task(
@@ -286,13 +288,22 @@ def next_item_task(
 
 
 def retrieve(
-    index: Retriever, vectors: np.ndarray, n: int, exclude: sp.csr_matrix | None = None
+    index: Retriever, vectors: np.ndarray, n: int, exclude: sp.csr_matrix | None = None,
+    texts: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1: top-n indices and scores, excluded items removed (lists padded with -1)."""
+    """Stage 1: top-n indices and scores, excluded items removed (lists padded with -1).
+
+    A retriever that reads query texts (BM25, a hybrid: ``uses_text = True``) gets `texts`.
+    """
     n_items = len(index.item_ids)
     n = min(n, n_items)
     extra = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
-    idx, scores = index.search_indices(vectors, min(n + extra, n_items))
+    if getattr(index, "uses_text", False):
+        if texts is None:
+            raise EvaluationError(f"{type(index).__name__} reads query texts; the task has none")
+        idx, scores = index.search_indices(vectors, min(n + extra, n_items), texts=texts)
+    else:
+        idx, scores = index.search_indices(vectors, min(n + extra, n_items))
     idx = np.asarray(idx, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     drop = idx < 0
@@ -409,7 +420,7 @@ def evaluate_two_stage(
     if not defined.any():
         raise EvaluationError(f"task {task.name!r}: no query has a relevant item")
 
-    cand, cand_scores = retrieve(index, task.vectors, cfg.candidates, task.exclude)
+    cand, cand_scores = retrieve(index, task.vectors, cfg.candidates, task.exclude, task.texts)
     final = rerank(
         ranker, index.item_ids, cand, cand_scores, task.user_ids, cfg.alpha, cfg.rerank_anonymous
     )[:, : cfg.k]
@@ -425,7 +436,7 @@ def evaluate_two_stage(
         "reranked": stage2,
     }
     if exact_index is not None:
-        ex, _ = retrieve(exact_index, task.vectors, cfg.candidates, task.exclude)
+        ex, _ = retrieve(exact_index, task.vectors, cfg.candidates, task.exclude, task.texts)
         ex_rec = ranking_metrics(
             ex, task.relevance, ks=(cfg.candidates,), metrics=("recall",), **mkw
         )[f"recall@{cfg.candidates}"]
@@ -520,7 +531,8 @@ def measure_latency(
         vec = encode(i) if encode is not None else task.vectors[i : i + 1]
         vec = np.asarray(vec, dtype=np.float32).reshape(1, -1)
         t1 = time.perf_counter()
-        cand, scores = retrieve(index, vec, cfg.candidates, None if excl is None else excl[i])
+        text = None if task.texts is None else task.texts[i : i + 1]
+        cand, scores = retrieve(index, vec, cfg.candidates, None if excl is None else excl[i], text)
         t2 = time.perf_counter()
         rerank(
             ranker,
@@ -545,6 +557,9 @@ def measure_latency(
 # --------------------------------------------------------------------------- modalities
 
 
+MODALITY_NAMES = ("text", "image", "audio")
+
+
 def modality_breakdown(
     task: QueryTask,
     indexes: dict[str, Retriever],
@@ -556,8 +571,9 @@ def modality_breakdown(
 
     ``indexes`` maps a modality name (``text``, ``image``, ``audio``, ``fused``)
     to an index over that modality's item embeddings (items lacking the
-    modality are simply not in it); ``item_ids`` is the order of the task's
-    relevance columns. The winner of a query is the single modality (not
+    modality are simply not in it), and may add other systems (``bm25``, a
+    hybrid) that are compared but never count as a modality; ``item_ids`` is the
+    order of the task's relevance columns. The winner of a query is the single modality (not
     ``fused``) with the highest nDCG@k; ``tie`` when several share the best
     value, ``none`` when all score 0. Returns the per-query frame and a summary:
     mean nDCG@k per modality and the number of queries each wins.
@@ -575,7 +591,7 @@ def modality_breakdown(
             raise EvaluationError(
                 f"modality {name!r}: index item {bad!r} is not in the task's items"
             )
-        idx, _ = retrieve(index, task.vectors, k, None)
+        idx, _ = retrieve(index, task.vectors, k, None, task.texts)
         mapped = np.where(idx >= 0, to_task[np.maximum(idx, 0)], -1)
         scores[name] = ranking_metrics(
             mapped,
@@ -585,7 +601,7 @@ def modality_breakdown(
             metrics=("ndcg",),
             convention=convention,
         )[f"ndcg@{k}"]
-    singles = [m for m in sorted(scores) if m != "fused"]
+    singles = [m for m in sorted(scores) if m in MODALITY_NAMES]  # bm25 and hybrids are systems, not modalities
     frame = pl.DataFrame(
         {"query_id": task.query_ids.astype(str), **{f"ndcg_{m}": scores[m] for m in sorted(scores)}}
     )

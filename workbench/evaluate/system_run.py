@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from workbench.errors import EvaluationError
+from workbench.evaluate.search import HybridRetriever, LexicalRetriever, stage_one
 from workbench.evaluate.splits import Split, leave_last_out, split_queries
 from workbench.evaluate.system import (
     SystemConfig,
@@ -91,6 +92,7 @@ class SystemRun:
     ranker_source: str  # which ranker re-ranked: loaded from where, or fitted here and why
     info: dict[str, Any] = field(default_factory=dict)
     ranker_fingerprint: dict[str, Any] | None = None  # what that ranker was trained on
+    notes: dict[str, str] = field(default_factory=dict)  # sentences for the report, not metrics
 
     @property
     def results(self) -> dict[str, Any]:
@@ -172,7 +174,8 @@ class SystemRun:
         """Which index and which ranker these numbers are about, and what the ranker was trained on."""
         import html
 
-        rows = [("stage 1", f"{self.info.get('index', '?')} over {self.info.get('n_items', '?')} items"),
+        rows = [("search system", self.notes.get("search_system", self.info.get("search_system", "–"))),
+                ("stage 1", f"{self.info.get('index', '?')} over {self.info.get('n_items', '?')} items"),
                 ("stage 2 ranker", self.ranker_source)]
         fp = self.ranker_fingerprint or {}
         if fp:
@@ -193,6 +196,32 @@ class SystemRun:
         if self.modality_summary:
             figs["queries: which modality wins"] = modality_figure(self.modality_summary)
         return figs
+
+
+def read_search_spec(work: Path) -> dict[str, Any]:
+    """`<work>/search.json`, the search system notebook 03 chose ({} when there is none)."""
+    import json
+
+    path = work / "search.json"
+    if not path.is_file():
+        return {}
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EvaluationError(f"{path}: not valid JSON ({exc}); re-run notebook 03") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("chosen"), str):
+        raise EvaluationError(f"{path}: expected an object with 'chosen', 'kind' and 'tuning'; re-run notebook 03")
+    return spec
+
+
+def _bm25_over(cat: Any, item_ids: np.ndarray) -> Any:
+    """BM25 over the products' title and description, its items in the index's order."""
+    from workbench.encoders.data import product_texts
+    from workbench.lexical import BM25Config, BM25Index
+
+    products = (pl.DataFrame({"item_id": item_ids.astype(str)})
+                .join(cat.products.collect(), on="item_id", how="left", maintain_order="left"))
+    return BM25Index.build(item_ids, product_texts(products), BM25Config())
 
 
 def _aligned(emb_ids: np.ndarray, vectors: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -258,6 +287,7 @@ def evaluate_system(
     tasks: dict[str, TwoStageResult] = {}
     latency: dict[str, Any] = {}
     info: dict[str, Any] = {"n_items": len(item_ids), "index": type(index).__name__}
+    notes: dict[str, str] = {}
     modality_frame, modality_summary = None, {}
 
     interactions = cat.interactions.collect() if cat.interactions is not None else None
@@ -285,18 +315,28 @@ def evaluate_system(
         task = query_task(queries, cat.qrels, qvec, item_ids, name="queries")
         keep = np.diff(task.relevance.indptr) > 0
         info["queries_without_relevant"] = int((~keep).sum())
-        tasks["queries"] = evaluate_two_stage(task, index, ranker, scfg, exact, weights)
+        # The system notebook 03 chose on validation: a hybrid adds BM25 to the index at query time.
+        spec = read_search_spec(work)
+        bm25 = _bm25_over(cat, item_ids)
+        stage1 = stage_one(index, bm25, spec)
+        info["search_system"] = spec.get("chosen", "fused item vectors (notebook 03 chose none)")
+        notes["search_system"] = (f"{spec['chosen']}, chosen in notebook 03: {spec.get('reason', '')}" if spec
+                                  else "fused item vectors (no <work>/search.json: notebook 03 did not choose)")
+        tasks["queries"] = evaluate_two_stage(task, stage1, ranker, scfg, exact, weights)
         texts = queries["text"].to_list()
         latency["queries"] = measure_latency(
             task,
-            index,
+            stage1,
             ranker,
             scfg,
             n_queries=cfg.latency_queries,
             encode=lambda i: encoder.encode_text([texts[i]]).numpy(),
             progress=progress,
         )
-        indexes = {"fused": exact}
+        # Each modality, the fused vectors, BM25 and the hybrid, all exact: which finds what.
+        indexes = {"fused": exact, "bm25": LexicalRetriever(bm25),
+                   "hybrid": stage_one(exact, bm25, spec) if spec.get("kind") == "hybrid"
+                   else HybridRetriever(exact, bm25, "rrf")}
         for m in MODALITIES:
             try:
                 e = read_item_embeddings(emb_path, m)
@@ -324,4 +364,4 @@ def evaluate_system(
         )
     info["config"] = asdict(cfg)
     return SystemRun(cfg, tasks, latency, modality_frame, modality_summary, ranker_source, info,
-                     ranker_fingerprint)
+                     ranker_fingerprint, notes)

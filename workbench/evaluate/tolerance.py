@@ -12,9 +12,10 @@ committed reference) leaf by leaf:
 Documents are flattened to dotted keys (``notebooks.03_fusion.ablation.fused.ndcg@10``);
 the first :class:`Tolerance` whose pattern (``fnmatch`` over the dotted key)
 matches decides the allowed absolute difference. Text, booleans and nulls
-must be equal; integers are held to the same rule as floats (a count of
-queries won by a modality moves with the trained models, a count of products
-does not, and the rules say which is which).
+must be equal, unless their rule's tolerance is infinite (a setting chosen at
+run time, such as the search system picked on validation); integers are held
+to the same rule as floats (a count of queries won by a modality moves with the
+trained models, a count of products does not, and the rules say which is which).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ DEFAULT_TOLERANCES: tuple[Tolerance, ...] = (
     # Choices made against a target are settings, not measurements: near the target,
     # drift changes the choice, and its effect is held by the later stages' tolerances.
     Tolerance("*06_scann_index.chosen.*", math.inf, "a setting chosen against a recall target"),
+    Tolerance("*03_fusion.chosen", math.inf, "the search system chosen on validation (near-ties may flip)"),
+    Tolerance("*03_fusion.tuned.*", math.inf, "settings tuned on validation (near-ties may flip)"),
+    Tolerance("*03_fusion.selection.chosen", math.inf, "the search system chosen on validation"),
+    Tolerance("*03_fusion.selection.comparisons.*.name_?", math.inf, "which systems the chosen one was tested against"),
+    Tolerance("*info.search_system", math.inf, "the search system chosen on validation"),
     # Where k-means draws partition borders moves with any drift in the embeddings.
     Tolerance("*06_scann_index.sweep.*", 0.25, "ScaNN recall when few partitions are searched"),
     Tolerance("*candidate_recall", 0.15, "stage-1 recall through the ANN index and the setting chosen in 06"),
@@ -212,7 +218,12 @@ def compare_values(key: str, a: Scalar, b: Scalar, tolerances: Sequence[Toleranc
         diff = abs(float(b) - float(a))  # type: ignore[arg-type]
         status = "within" if diff <= rule.abs + 1e-12 else "outside"
         return MetricRow(key, a, b, status, rule.abs, rule.pattern)
-    return MetricRow(key, a, b, "identical" if a == b and type(a) is type(b) else "differs")
+    if a == b and type(a) is type(b):
+        return MetricRow(key, a, b, "identical")
+    rule = tolerance_for(key, tolerances)
+    if math.isinf(rule.abs):  # a setting chosen at run time (a name, a count): allowed to change
+        return MetricRow(key, a, b, "within", rule.abs, rule.pattern)
+    return MetricRow(key, a, b, "differs")
 
 
 def compare_metrics(
