@@ -1243,8 +1243,12 @@ def search_vectors(
 def search_by_text(
     encoder: QueryEncoder, index: VectorIndex, text: str | Sequence[str], k: int = 10
 ) -> pl.DataFrame:
-    """Encode text with the text tower and search the (fused) index."""
+    """Encode text with the text tower and search the (fused) index; an empty query is refused."""
     texts = [text] if isinstance(text, str) else list(text)
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise ConfigError(f"query {empty[0]} is empty: expected some words to search for "
+                          f"({len(empty)} of {len(texts)} queries are empty)")
     return search_vectors(index, encoder.encode_text(texts), k, labels=texts)
 
 

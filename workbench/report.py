@@ -55,7 +55,7 @@ NOTEBOOK_STEMS = (
 SECTION_TITLES = {
     "01_catalog": "Catalog profile (01)",
     "02_encoders": "Encoders (02)",
-    "03_fusion": "Fusion ablation (03)",
+    "03_fusion": "Search system and fusion ablation (03)",
     "04_embedding_space": "Embedding atlas (04)",
     "05_rankers": "Ranker comparison (05)",
     "06_scann_index": "ANN sweep (06)",
@@ -458,8 +458,11 @@ def write_report(
             continue
         entry = stages[stem]
         parts = []
-        if entry["metrics"] is not None:
-            parts.append(render_value(entry["metrics"]))
+        metrics = entry["metrics"]
+        if isinstance(metrics, Mapping) and isinstance(metrics.get("selection"), Mapping):
+            parts.append(selection_html(metrics["selection"]))
+        if metrics is not None:
+            parts.append(render_value(metrics))
         for fig in entry["figures"]:
             new_id = unique_id(fig["div_id"])
             fragment = _rename_div(fig["html"], fig["div_id"], new_id)
@@ -501,6 +504,37 @@ def write_report(
 </html>
 """
     return write_text_atomic(out / "index.html", page)
+
+
+def selection_html(selection: Mapping[str, Any]) -> str:
+    """Which search system notebook 03 chose on validation and why, and how each candidate did on test."""
+    chosen = str(selection.get("chosen"))
+    test = selection.get("test") or {}
+    kind = (test.get(chosen) or {}).get("kind")
+    metric = str(selection.get("metric", "ndcg@10"))
+    lead = f"<b>{html.escape(chosen)}</b> was chosen on the validation queries: {html.escape(str(selection.get('reason')))}."
+    if kind == "single":
+        lead += f" One modality alone, {html.escape(chosen)}, is best on this catalog: no fusion helped."
+    parts = [f"<p class='summary'>{lead}</p>"]
+    for label, cmp in sorted((selection.get("comparisons") or {}).items()):
+        diff, low, high, p = (cmp.get(k) for k in ("diff", "low", "high", "p_value"))
+        if None in (diff, low, high, p):
+            continue
+        verdict = ("better" if low > 0 and p < 0.05 else "worse" if high < 0 and p < 0.05 else "no clear difference")
+        parts.append(f"<p>{html.escape(label)} ({html.escape(str(cmp.get('name_a')))}): {diff:+.4f} "
+                     f"(95% CI {low:+.4f} to {high:+.4f}, p={p:.3f}): {verdict}</p>")
+    head = f"<tr><th>system</th><th>kind</th><th>{html.escape(metric)} (test, 95% CI)</th><th>recall@10</th><th>n</th></tr>"
+    body = []
+    for name, row in test.items():
+        mark = " ◀ chosen" if name == chosen else ""
+        body.append(
+            f"<tr><td>{html.escape(name)}{mark}</td><td>{html.escape(str(row.get('kind')))}</td>"
+            f"<td>{_fmt(row.get(metric))} <span class='muted'>[{_fmt(row.get(metric + '_low'))}, "
+            f"{_fmt(row.get(metric + '_high'))}]</span></td><td>{_fmt(row.get('recall@10'))}</td>"
+            f"<td>{_fmt(row.get('n'))}</td></tr>"
+        )
+    parts.append(f"<table>{head}{''.join(body)}</table>")
+    return "\n".join(parts)
 
 
 def _device(env: Mapping[str, Any]) -> str:

@@ -353,6 +353,8 @@ def test_cross_modal_queries_on_tiny_catalog(tmp_path):
 
     both = search_by_text(enc, index, ["red chair", "oak"], k=1)
     assert both["item_id"].to_list() == ["chair", "table"]
+    with pytest.raises(ConfigError, match=r"query 1 is empty: expected some words to search for"):
+        search_by_text(enc, index, ["red chair", "   "], k=1)
 
     # saved and reloaded, the index keeps the weights that explain matches
     loaded = load_index(index.save(tmp_path / "ix"), expected_vectors=emb.vectors)

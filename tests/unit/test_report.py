@@ -124,7 +124,7 @@ def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
     figs = extract_plotly_figures(page)
     ids = [i for i, _ in figs]
     assert len(ids) == 4 and len(set(ids)) == 4  # 2 built here + 2 pulled (duplicate id renamed)
-    assert "0.7731" in page and "Fusion ablation (03)" in page and "ANN sweep (06)" in page
+    assert "0.7731" in page and "Search system and fusion ablation (03)" in page and "ANN sweep (06)" in page
     assert "0.6000 <span class='muted'>[0.5000, 0.7000]</span>" in page
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["notebooks"]["03_fusion"]["ablation"]["fused"]["recall@10"] == 0.7731
@@ -239,3 +239,21 @@ def test_validation_outcome_opens_the_report_and_per_query_results_are_written(t
     assert {"cpu_model", "isa_flags", "pinned", "torch_threads", "packages"} <= set(env)
     (run / "validation.json").write_text(json.dumps({"problems": [], "warnings": [], "allowed": False}))
     assert "The catalog passed validation" in write_report(run, results=RESULTS).read_text()
+
+
+def test_the_search_selection_is_stated_first_in_its_section(tmp_path):
+    from workbench.report import selection_html
+
+    selection = {
+        "chosen": "text", "reason": "highest ndcg@10 on 40 validation queries (0.6100)", "metric": "ndcg@10",
+        "test": {"text": {"kind": "single", "ndcg@10": 0.6, "ndcg@10_low": 0.5, "ndcg@10_high": 0.7,
+                          "recall@10": 0.4, "n": 40},
+                 "bm25": {"kind": "lexical", "ndcg@10": 0.5, "ndcg@10_low": 0.4, "ndcg@10_high": 0.6,
+                          "recall@10": 0.3, "n": 40}},
+        "comparisons": {"vs BM25": {"name_a": "bm25", "diff": 0.1, "low": 0.02, "high": 0.18, "p_value": 0.01}},
+    }
+    page = selection_html(selection)
+    assert "<b>text</b> was chosen on the validation queries" in page
+    assert "One modality alone, text, is best on this catalog: no fusion helped." in page
+    assert "vs BM25 (bm25): +0.1000 (95% CI +0.0200 to +0.1800, p=0.010): better" in page
+    assert "text ◀ chosen" in page and page.index("text ◀ chosen") < page.index("bm25</td>")
