@@ -16,7 +16,7 @@ PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,tracking]"
 	# Test-only peer for the metric cross-checks; its own pins (transformers<5, …) clash with
 	# ours, and only recommenders.evaluation.python_evaluation (numpy, pandas) is used.
 	$(BIN)/python -m pip install --quiet --no-deps recommenders==1.2.1

@@ -128,11 +128,52 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# `catalog import table` flags -> TableMapping fields (the rest of the table flags are files and options)
+_TABLE_COLUMN_FLAGS = {
+    "id": "id", "title": "title", "description": "description", "brand": "brand", "price": "price",
+    "image": "image", "audio": "audio", "user_col": "user", "item_col": "item", "time_col": "time",
+    "event_col": "event", "value_col": "value", "query_id_col": "query_id", "query_text_col": "query_text",
+    "relevance_col": "relevance",
+}
+_TABLE_ONLY = (*_TABLE_COLUMN_FLAGS, "category", "attributes", "interactions", "queries", "qrels",
+               "media_root", "table_format", "on_duplicate")
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from workbench.catalog.loaders import import_catalog
+    from workbench.errors import ConfigError
 
+    if args.format == "table":
+        return _import_table(args)
+    given = [name for name in _TABLE_ONLY if getattr(args, name) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-").replace("table-format", "format")
+        raise ConfigError(f"{flag} applies only to `workbench catalog import table`, not to {args.format}")
     report = import_catalog(args.format, args.src, args.out, overwrite=args.overwrite,
                             derived_queries=args.derived_queries)
+    print(report.to_json())
+    return 0
+
+
+def _import_table(args: argparse.Namespace) -> int:
+    from workbench.catalog.loaders.table import TableImportConfig, TableMapping, import_table
+    from workbench.errors import ConfigError
+
+    if args.derived_queries is not None:
+        raise ConfigError("--derived-queries applies only to fashion-products; a table import reads its "
+                          "queries from --queries FILE")
+    category = TableMapping.from_columns_text(args.category)
+    mapping = TableMapping(
+        **{field: getattr(args, flag) for flag, field in _TABLE_COLUMN_FLAGS.items()},
+        category=category or None,
+        attributes=TableMapping.from_columns_text(args.attributes),
+    )
+    config = TableImportConfig(duplicates=args.on_duplicate or "first", progress=not args.quiet)
+    # The mapping goes to stderr before the import, so stdout holds only the JSON report.
+    report = import_table(args.src, args.out, mapping=mapping, interactions=args.interactions,
+                          queries=args.queries, qrels=args.qrels, media_root=args.media_root,
+                          file_format=args.table_format, overwrite=args.overwrite, config=config,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
     print(report.to_json())
     return 0
 
@@ -168,6 +209,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from workbench.pipeline import run_series
 
+    if args.mlflow is not None:  # refuse before an hour of notebooks, not after
+        from workbench.tracking import require_mlflow
+
+        require_mlflow()
     report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run,
                         allow_problems=args.allow_problems)
     run_dir = report.parent if report.name == "index.html" else report
@@ -175,6 +220,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for stem, reason in series.get("stopped", {}).items():
         print(f"{stem} stopped early: {reason}")
     print(report)
+    if args.mlflow is not None:
+        from workbench.tracking import log_run, normalise_uri
+
+        run_id = log_run(run_dir, tracking_uri=args.mlflow or None)
+        print(f"mlflow run {run_id} in {normalise_uri(args.mlflow or None)}")
     return 0
 
 
@@ -269,14 +319,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     from workbench.catalog.loaders import FORMATS
 
-    imp = csub.add_parser("import", help="convert a public dataset layout into a catalog")
+    imp = csub.add_parser(
+        "import", help="convert a public dataset layout, or your own table, into a catalog",
+        description="`table` reads your own products table (CSV, TSV, parquet, JSON lines); each column "
+                    "flag names the source column of a field, and a field without one is guessed from "
+                    "common column names (the mapping is printed on stderr before the import). The import "
+                    "report is printed on stdout as JSON.")
     imp.add_argument("format", choices=sorted(FORMATS))
-    imp.add_argument("src")
+    imp.add_argument("src", help="the dataset folder, or for `table` the products file")
     imp.add_argument("--out", required=True)
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--derived-queries", type=int, default=None, metavar="N",
                      help="fashion-products: how many queries to derive from attributes "
                           "(default: min(1000, products of a queryable type))")
+    tab = imp.add_argument_group("table only: files and options")
+    tab.add_argument("--format", dest="table_format", choices=["csv", "tsv", "parquet", "jsonl"], default=None,
+                     help="format of SRC (default: from its extension)")
+    tab.add_argument("--media-root", default=None, metavar="DIR",
+                     help="folder the image and audio paths are relative to (default: SRC's folder); "
+                          "nothing outside it is read")
+    tab.add_argument("--interactions", default=None, metavar="FILE")
+    tab.add_argument("--queries", default=None, metavar="FILE")
+    tab.add_argument("--qrels", default=None, metavar="FILE", help="graded relevance (needs --queries)")
+    tab.add_argument("--on-duplicate", choices=["first", "error"], default=None,
+                     help="a repeated item or query id: keep the first row (default) or refuse the import")
+    tab.add_argument("--quiet", action="store_true", help="no progress bars")
+    cols = imp.add_argument_group("table only: source columns (default: guessed from common names)")
+    for flag, what in (("--id", "item_id"), ("--title", "title"), ("--description", "description"),
+                       ("--brand", "brand"), ("--price", "price (not a number: null, counted)"),
+                       ("--image", "image path, relative to the media root"),
+                       ("--audio", "audio path, relative to the media root")):
+        cols.add_argument(flag, default=None, metavar="COL", help=what)
+    cols.add_argument("--category", default=None, metavar="COL[,COL...]",
+                      help="a path column ('a/b/c', 'a > b', or a list of levels) or several level columns")
+    cols.add_argument("--attributes", default=None, metavar="COL,COL...",
+                      help="columns written into the attributes JSON (default: every column no field "
+                           "took; '' for none)")
+    for flag, what in (("--user-col", "interactions (and queries): user id"),
+                       ("--item-col", "interactions and qrels: item id"),
+                       ("--time-col", "interactions: time (ISO 8601, or epoch seconds/milliseconds)"),
+                       ("--event-col", "interactions: event (view, click, cart, purchase, rating)"),
+                       ("--value-col", "interactions: value (e.g. a rating)"),
+                       ("--query-id-col", "queries and qrels: query id"),
+                       ("--query-text-col", "queries: query text"),
+                       ("--relevance-col", "qrels: relevance 0..3 (default: 1 for every pair)")):
+        cols.add_argument(flag, default=None, metavar="COL", help=what)
     imp.set_defaults(func=_cmd_import)
 
     rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")
@@ -306,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run", default=None, help="run name (folder under reports/)")
     run.add_argument("--allow-problems", action="store_true",
                      help="run on a catalog that fails validation (the report says so)")
+    run.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                     help="log the run's config, metrics and report folder to MLflow (default store: "
+                          "mlruns/ in the project; needs pip install -e '.[tracking]')")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser(

@@ -20,6 +20,8 @@ FORMATS: dict[str, str] = {
     "hm": "workbench.catalog.loaders.hm:import_hm",
     "amazon-reviews-2023": "workbench.catalog.loaders.amazon:import_amazon_reviews",
     "esci": "workbench.catalog.loaders.esci:import_esci",
+    # your own CSV/TSV/parquet/JSON lines; `workbench catalog import table` adds its mapping flags
+    "table": "workbench.catalog.loaders.table:import_table",
 }
 
 
