@@ -351,3 +351,20 @@ def test_image_colour_is_in_the_shape_not_the_whole_picture():
             n += 1
     assert centre_hits / n > 0.9  # the shape is filled with the product colour
     assert mean_hits / n < 0.5  # but the picture's mean colour does not give it away
+
+
+def test_regenerating_never_overwrites_a_catalog_it_did_not_write(tmp_path):
+    from workbench.catalog import write_catalog
+    from workbench.errors import CatalogError
+
+    cfg = SyntheticConfig(n_items=60, n_users=5, n_queries=5, with_media=False, seed=1)
+    out = generate_synthetic(tmp_path / "synthetic", cfg, progress=False)
+    generate_synthetic(out, cfg, overwrite=True, progress=False)  # its own: replaced
+    theirs = write_catalog(tmp_path / "mine", products=pl.DataFrame({
+        "item_id": ["a"], "title": ["a chair"], "description": ["d"], "category": ["home/chair"]}), name="mine")
+    with pytest.raises(CatalogError, match=r"mine: exists and is not a synthetic catalog .*refusing to overwrite it"):
+        generate_synthetic(theirs, cfg, overwrite=True, progress=False)
+    assert read_catalog(theirs).products.collect()["item_id"].to_list() == ["a"]
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(CatalogError, match="notes: exists and is not a synthetic catalog"):
+        generate_synthetic(tmp_path / "notes", cfg, overwrite=True, progress=False)
