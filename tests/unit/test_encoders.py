@@ -328,7 +328,7 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
     cat = read_catalog(catalog)
     tensors = prepare_catalog(cat, cfg, tiny_text, cache_dir=tmp_path, progress=False, image_tower=tower)
     feats = tensors.image_features
-    assert feats.shape == (8, tower.feature_dim) and tower.feature_dim == 1280 + 6
+    assert feats.shape == (8, tower.feature_dim) and tower.feature_dim == 1280 + 6 + 4**3
     assert feats[~tensors.image_mask].abs().sum() == 0 and (feats[tensors.image_mask].abs().sum(1) > 0).all()
     # Cached: a second call does not run the backbone again.
     monkeypatch.setattr(tower, "features", lambda x: (_ for _ in ()).throw(AssertionError("recomputed")))
@@ -344,7 +344,7 @@ def test_pretrained_image_backbone_is_frozen_cached_and_reloaded(catalog, tmp_pa
 
     ds = MultimodalDataset(tensors, cfg.modalities)
     batch = ds.__getitems__([0, 1])
-    assert "image" not in batch and batch["image_features"].shape == (2, 1286)
+    assert "image" not in batch and batch["image_features"].shape == (2, 1280 + 6 + 64)
     # The batched export (cached features) and the query-time path (pixels) agree.
     save_encoder(model, tmp_path / "enc")
     from safetensors import safe_open

@@ -8,6 +8,18 @@ zero-filled into a logit. Query texts from the training qrels are aligned with
 their relevant product the same way; other products of the batch that are also
 relevant to the query are not used as negatives.
 
+Query targets are single modalities and ``"fused"``: with a model that returns
+no fused vector (the towers), ``"fused"`` is the L2-normalised mean of each
+product's present modality embeddings, which is how retrieval scores a product
+before a fusion is trained. That term is what teaches each tower the part of a
+query only it can answer: a query naming a colour, a material and a brand is
+relevant to products that match any of them, so "query <-> image" alone asks the
+image to explain the brand too (noise it can only memorise), while the sum of the
+three towers' agreements can explain it all, and each tower's gradient rewards
+what it adds. Product pairs (text <-> image, ...) share only what both
+modalities show (category; colour when the text says it), so they weigh less
+than the query terms by default (`pair_weight`).
+
 The learnable temperature lives on the model (`model.logit_scale`, CLIP's
 parameterisation) so the training loop optimises it with everything else.
 """
@@ -68,9 +80,10 @@ def symmetric_info_nce(
 @dataclass
 class AlignmentConfig:
     modalities: tuple[str, ...] = MODALITIES  # product modalities aligned pairwise
-    query_targets: tuple[str, ...] = MODALITIES  # what query texts are aligned with ("fused" allowed)
-    query_weight: float = 1.0  # weight of the query<->product terms relative to product pairs
-    pair_weight: float = 1.0
+    query_targets: tuple[str, ...] = MODALITIES + ("fused",)  # what query texts are aligned with
+    query_weight: float = 1.0  # weight of each query<->modality term
+    pair_weight: float = 0.2  # weight of each product pair term (see the module docstring)
+    fused_weight: float = 1.0  # weight of the query<->fused term
 
     def __post_init__(self) -> None:
         self.modalities = check_modalities(self.modalities, "AlignmentConfig.modalities")
@@ -82,7 +95,7 @@ class AlignmentConfig:
                 f"{', '.join(MODALITIES + ('fused',))}"
             )
         self.query_targets = targets
-        if self.query_weight < 0 or self.pair_weight < 0:
+        if self.query_weight < 0 or self.pair_weight < 0 or self.fused_weight < 0:
             raise ConfigError("AlignmentConfig weights must be >= 0")
 
 
@@ -121,16 +134,35 @@ class AlignmentTask:
         if "query" in emb and "query_mask" in batch:
             ignore = self._query_ignore(batch)
             for t in cfg.query_targets:
-                if t not in emb:
+                if t == "fused" and "fused" not in emb and len(present) > 1:
+                    target, mask_t = mean_of_present(emb, batch, present)
+                elif t in emb:
+                    target = emb[t]
+                    mask_t = batch.get(f"{t}_mask", torch.ones_like(batch["query_mask"]))
+                else:
                     continue
-                mask_t = batch.get(f"{t}_mask", torch.ones_like(batch["query_mask"]))
-                loss, _ = symmetric_info_nce(emb["query"], emb[t], batch["query_mask"], mask_t, scale, ignore)
+                weight = cfg.fused_weight if t == "fused" else cfg.query_weight
+                if weight == 0:
+                    continue
+                loss, _ = symmetric_info_nce(emb["query"], target, batch["query_mask"], mask_t, scale, ignore)
                 terms[f"loss/query-{t}"] = loss.detach()
-                total = total + cfg.query_weight * loss
-                weight_sum += cfg.query_weight
+                total = total + weight * loss
+                weight_sum += weight
         terms["loss"] = total / max(weight_sum, 1e-9)
         terms["temperature"] = (1.0 / scale.detach().clamp(max=MAX_LOGIT_SCALE).exp())
         return terms
+
+
+def mean_of_present(emb: dict[str, Tensor], batch: dict[str, Tensor], modalities) -> tuple[Tensor, Tensor]:
+    """(L2-normalised mean of each row's present modality embeddings (B, d), rows with any (B,)).
+
+    A missing modality contributes nothing (its placeholder embedding is multiplied by a
+    False mask), so no zero vector is averaged in; a row with none stays zero and masked.
+    """
+    masks = [batch[f"{m}_mask"].to(emb[m].dtype) for m in modalities]
+    total = sum(emb[m].float() * w.float().unsqueeze(1) for m, w in zip(modalities, masks, strict=True))
+    present = torch.stack([batch[f"{m}_mask"].bool() for m in modalities], 1).any(1)
+    return F.normalize(total, dim=-1), present
 
 
 def positive_keys(pairs: list[tuple[int, int]] | Tensor, n_items: int) -> Tensor:

@@ -196,7 +196,7 @@ def pooled_image_features(
     hwc = images.permute(0, 2, 3, 1)  # the media cache's own layout: hashed without a copy
     h = hashlib.sha256((hwc if hwc.is_contiguous() else hwc.contiguous()).numpy())
     h.update(mask.numpy())
-    key = _digest(CACHE_VERSION, state_digest(tower.backbone), tower.config.input_stats, h.hexdigest())
+    key = _digest(CACHE_VERSION, state_digest(tower.backbone), tower.feature_signature(), h.hexdigest())
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
 
     def compute() -> Tensor:

@@ -32,6 +32,7 @@ from workbench.encoders.export import encode_items
 from workbench.encoders.fusion import Fusion, FusionConfig, FusionModel
 from workbench.encoders.image import train_transform
 from workbench.encoders.model import EncoderConfig, MultimodalEncoder, save_encoder
+from workbench.encoders.text import TextTower
 from workbench.evaluate.splits import DEFAULT_VALIDATION_FRACTION
 from workbench.train import TrainConfig, fit
 
@@ -81,6 +82,8 @@ def train_towers(
     image_tower = model.towers["image"] if "image" in model.towers else None
     tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress,
                               image_tower=image_tower)
+    if text_tower is not None:
+        init_text_head(text_tower, tensors)
     split = dict(test_fraction=config.test_fraction, validation_fraction=config.validation_fraction,
                  seed=config.split_seed)
     train_pairs, validation_pairs, test_pairs = (
@@ -101,6 +104,28 @@ def train_towers(
     embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
     return TowerRun(model.eval(), tensors, result.history, train_pairs, validation_pairs, test_pairs,
                     embeddings, out)
+
+
+def init_text_head(tower: TextTower, tensors: CatalogTensors, max_texts: int = 20_000) -> bool:
+    """Start the text head from the catalog's own texts (`TextTowerConfig.head_init`).
+
+    Reads the cached pooled outputs of a frozen backbone; a fine-tuned one pools (a
+    seeded sample of at most `max_texts` of) the product texts once. Products without
+    text are left out. Returns whether the head was initialised.
+    """
+    if tower.config.head_init == "random":
+        return False
+    rows = torch.nonzero(tensors.text_mask).flatten()
+    if len(rows) < 2:
+        return False
+    if len(rows) > max_texts:
+        gen = torch.Generator().manual_seed(0)
+        rows = rows[torch.randperm(len(rows), generator=gen)[:max_texts]].sort().values
+    if "pooled" in tensors.text:
+        pooled = tensors.text["pooled"][rows]
+    else:
+        pooled = tower.pool_texts([tensors.texts[i] for i in rows.tolist()])
+    return tower.init_head(pooled)
 
 
 @dataclass

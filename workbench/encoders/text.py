@@ -5,6 +5,16 @@ outputs are computed once per catalog (`TextTower.pool_texts`, cached by
 `workbench.encoders.data`) and every epoch trains only the small head. With
 `trainable_layers > 0` the last layers are fine-tuned and the tower runs the
 backbone on token ids instead.
+
+The head is a linear projection plus a residual MLP (`ProjectionHead`). With
+`head_init="pca"` the projection starts as the principal directions of the
+catalog's own pooled texts (`TextTower.init_head`) and the MLP at zero, so
+training starts from the best d-dimensional linear summary of what the backbone
+read. A randomly initialised head instead keeps only what the alignment terms
+reward early on, and rare tokens that every product names once, such as brands,
+are rarely rewarded by a few hundred training queries: on the synthetic catalog a
+probe read the brand from 0.35 of the products' embeddings with a random head,
+against 0.97 from the top 64 principal components of the same pooled outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from workbench.errors import CheckpointError, ConfigError
 
 # Sizes of the randomly initialised backbone used by tests and smoke runs.
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+HEAD_INITS = ("pca", "random")
 
 
 def default_model_path() -> str:
@@ -36,9 +47,19 @@ class TextTowerConfig:
     tiny: bool = False  # a small randomly initialised BERT (tests); tokenizer still from model_path
     trainable_layers: int = 0  # 0: frozen backbone (pooled outputs cacheable); N: fine-tune last N
     max_length: int = 64
-    head_hidden: int = 512  # 0: a single linear projection
+    head_hidden: int = 512  # hidden size of the residual MLP of the head; 0: the linear projection only
+    head_init: str = "pca"  # "pca": projection from the catalog's principal directions; "random"
+    head_whitening: float = 0.5  # pca start: component k scaled by (s_1 / s_k) ** this (0: plain PCA,
+    # 1: whitened). Mean-pooled transformer outputs are anisotropic: a few directions hold
+    # most of the variance (category and template words here), while rare tokens such as
+    # brands sit in weaker ones that the alignment terms would then hardly move; half
+    # whitening evens this out (brand probe 0.90 -> 0.93 at d=128 on the synthetic catalog).
 
     def __post_init__(self) -> None:
+        if self.head_init not in HEAD_INITS:
+            raise ConfigError(f"text.head_init={self.head_init!r}: expected one of {', '.join(HEAD_INITS)}")
+        if not 0 <= self.head_whitening <= 1:
+            raise ConfigError(f"text.head_whitening={self.head_whitening}: expected in [0, 1]")
         if self.trainable_layers < 0:
             raise ConfigError(f"text.trainable_layers={self.trainable_layers}: expected >= 0")
         if self.max_length < 2:
@@ -87,6 +108,58 @@ def _load_backbone(config: TextTowerConfig, vocab_size: int) -> nn.Module:
         raise CheckpointError(f"text encoder folder {folder}: weights could not be loaded ({e})") from e
 
 
+class ProjectionHead(nn.Module):
+    """pooled (B, h) -> (B, d): `linear(pooled - centre) + mlp(pooled)`.
+
+    `centre` (saved with the weights) and `linear` are set by `init_pca`; the MLP's last
+    layer starts at zero, so an initialised head is exactly the PCA projection.
+    """
+
+    def __init__(self, h: int, d: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("centre", torch.zeros(h))
+        self.linear = nn.Linear(h, d)
+        self.mlp = nn.Sequential(nn.Linear(h, hidden), nn.GELU(), nn.Linear(hidden, d)) if hidden > 0 else None
+        if self.mlp is not None:
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        out = self.linear(pooled - self.centre.to(pooled.dtype))
+        return out if self.mlp is None else out + self.mlp(pooled)
+
+    @torch.no_grad()
+    def init_pca(self, pooled: Tensor, whitening: float = 0.0) -> None:
+        """Centre on the mean of `pooled` (N, h) and project on its top principal directions.
+
+        The first component gets unit spread and component k a spread of
+        (s_k / s_1) ** (1 - whitening) (s: singular values). Computed in float64 on the CPU
+        (deterministic; N x h is small). Each direction's sign is fixed (largest coordinate
+        positive) so the start does not depend on the SVD routine; directions beyond
+        min(N - 1, h) keep their random initialisation, scaled to the mean row norm.
+        """
+        x = pooled.detach().double().cpu()
+        x = x[torch.isfinite(x).all(1)]
+        if len(x) < 2:
+            return
+        mean = x.mean(0)
+        _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        k = min(self.linear.out_features, int((sv > sv[0] * 1e-6).sum()))
+        vt = vt[:k]
+        flip = torch.sign(vt.gather(1, vt.abs().argmax(1, keepdim=True)))
+        spread = sv[:k] / len(x) ** 0.5  # standard deviation of each component
+        scale = (spread[0] / spread) ** whitening / spread[0]
+        weight = self.linear.weight.detach().clone().double()
+        weight[:k] = vt * flip * scale.unsqueeze(1)
+        if k < len(weight):
+            rest = weight[k:]
+            weight[k:] = rest / rest.norm(dim=1, keepdim=True).clamp(min=1e-12) * weight[:k].norm(dim=1).mean()
+        device = self.linear.weight.device
+        self.centre.copy_(mean.to(device=device, dtype=self.centre.dtype))
+        self.linear.weight.copy_(weight.to(device=device, dtype=self.linear.weight.dtype))
+        self.linear.bias.zero_()
+
+
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """Average of the token vectors that are not padding (sentence-transformers' pooling)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -103,11 +176,15 @@ class TextTower(nn.Module):
         self.backbone = _load_backbone(config, len(self.tokenizer))
         self.hidden_size = int(self.backbone.config.hidden_size)
         self._set_trainable(config.trainable_layers)
-        h = self.hidden_size
-        if config.head_hidden > 0:
-            self.head = nn.Sequential(nn.Linear(h, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, d))
-        else:
-            self.head = nn.Linear(h, d)
+        self.head = ProjectionHead(self.hidden_size, d, config.head_hidden)
+
+    def init_head(self, pooled: Tensor) -> bool:
+        """Data-dependent start of the head (`head_init="pca"`) from pooled backbone outputs of
+        the catalog's texts; returns whether it changed anything."""
+        if self.config.head_init != "pca":
+            return False
+        self.head.init_pca(pooled, self.config.head_whitening)
+        return True
 
     def _set_trainable(self, n: int) -> None:
         self.backbone.requires_grad_(False)
