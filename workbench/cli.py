@@ -178,6 +178,22 @@ def _import_table(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RankerNames:
+    """`--model` choices: the names of `workbench.rankers.MODELS`, imported only when argparse
+    checks or lists them (the registry imports torch; `workbench --help` stays quick)."""
+
+    def _names(self) -> list[str]:
+        from workbench.rankers import MODELS
+
+        return list(MODELS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from workbench.rankers.recommend import RecommendConfig, run_recommend
 
@@ -368,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")
     rec.add_argument("--catalog", required=True)
-    rec.add_argument("--model", choices=["popularity", "bpr", "sequential"], default="bpr")
+    rec.add_argument("--model", choices=_RankerNames(), default="bpr",
+                     help="a ranker of workbench.rankers.MODELS")
     rec.add_argument("--split", choices=["stratified", "leave_last", "temporal"], default="stratified")
     rec.add_argument("--seed", type=int, default=42, help="split and training seed (42: Recommenders' protocol)")
     rec.add_argument("--k", type=int, default=10)

@@ -65,7 +65,7 @@ def split_queries(
 # ---------------------------------------------------------------------------
 
 _INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
-SPLIT_KINDS = ("leave_last", "temporal", "stratified")
+SPLIT_KINDS = ("leave_last", "temporal", "stratified", "cold_items")
 
 
 @dataclass
@@ -255,10 +255,46 @@ def stratified_split(
                    max(train_only, 0), {"ratio": ratio})
 
 
+def cold_items_split(
+    interactions: pl.DataFrame | pl.LazyFrame, fraction: float = 0.1, seed: int = 0
+) -> Split:
+    """Hold out every interaction of a seeded share of the items: those items are new in test.
+
+    Of the distinct items in `interactions` (sorted by id), `round(fraction * n)`
+    are drawn with `numpy.random.default_rng(seed)`; all their rows go to test and
+    none to train, so no ranker has seen them. Only rankers that read what an item
+    *is* (its content) can recommend them. The report counts them
+    (`cold_test_items`, and `params["n_cold_items"]`); users whose every row was on
+    a cold item are cold users in test (`cold_test_users`). A draw that leaves no
+    cold item, or no training row, is an `EvaluationError`.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise EvaluationError(f"cold_items_split: fraction={fraction} must be in (0, 1)")
+    df = _as_frame(interactions)
+    items = np.sort(df["item_id"].cast(pl.Utf8).unique().to_numpy().astype(str))
+    n_cold = int(round(fraction * len(items)))
+    if n_cold == 0:
+        raise EvaluationError(
+            f"cold_items_split: fraction={fraction} of {len(items)} interacted items rounds to 0 cold "
+            "items; expected a catalog with enough items (or a larger fraction) to hold some out")
+    if n_cold >= len(items):
+        raise EvaluationError(
+            f"cold_items_split: fraction={fraction} of {len(items)} items makes every item cold; "
+            "nothing would be left to train on")
+    cold = items[np.random.default_rng(seed).permutation(len(items))[:n_cold]]
+    is_test = df["item_id"].cast(pl.Utf8).is_in(cold.tolist()).to_numpy()
+    out = _finish(df, is_test, "cold_items", seed, 0, {"fraction": fraction, "n_cold_items": n_cold})
+    if out.train.height == 0:
+        raise EvaluationError("cold_items_split: the cold items hold every interaction; nothing left to train on")
+    return out
+
+
 def make_split(
     interactions: pl.DataFrame | pl.LazyFrame, kind: str, seed: int = 42, **kwargs: Any
 ) -> Split:
-    """Dispatch by name: `leave_last`, `temporal` or `stratified` (the CLI's `--split`)."""
+    """Dispatch by name: `leave_last`, `temporal`, `stratified` or `cold_items` (the CLI's `--split`)."""
+    if kind == "cold_items":
+        return cold_items_split(interactions, seed=seed, **kwargs)
     if kind == "leave_last":
         return leave_last_out(interactions, **kwargs)
     if kind == "temporal":

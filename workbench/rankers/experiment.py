@@ -6,6 +6,9 @@
 * `epoch_evaluator`: an `eval_fn` for the rankers, so `history` holds learning curves;
 * `oracle_metrics`: what the synthetic generator's own next-item probabilities
   score under the same protocol (the ceiling a ranker can hope for);
+* `cold_start_metrics`: on a `cold_items` split, how well a ranker recommends
+  products nobody interacted with in training (recall@k of the held-out items);
+* `ordered_apart`: whether rankers keep an order with bootstrap intervals apart;
 * `RECOMMENDERS_ML100K`: Microsoft Recommenders' published MovieLens-100k numbers
   and `movielens_protocol_metrics`, which computes ours in their conventions.
 """
@@ -18,13 +21,16 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
+from workbench.errors import EvaluationError
 from workbench.evaluate.metrics import (
     coverage,
     ranking_metrics,
     relevance_matrix,
     top_k_from_scores,
 )
+from workbench.evaluate.splits import Split
 from workbench.rankers.base import Ranker
+from workbench.rankers.tuning import TuneResult
 
 # Recommenders README, "Algorithm comparison" on MovieLens 100k: stratified 75/25
 # split per user (seed 42), top-10, training items removed. MAP is their `map`
@@ -95,6 +101,137 @@ def oracle_metrics(
     return out if per_query else {key: float(v) for key, v in out.items()}
 
 
+def cold_start_metrics(ranker: Ranker, split: Split, k: int = 10) -> dict[str, float]:
+    """How a ranker fitted on `split.train` (a `cold_items` split) serves the held-out, unseen items.
+
+    For every test user with a training history (cold users are served popularity
+    and counted apart), the test items are that user's interactions with cold
+    items, none of which any ranker saw in training. Returns
+
+    * `recall@k`: share of a user's cold items in their real top-k list over the
+      whole catalog (training items excluded), averaged over users: can the
+      ranker *recommend* new products at all? ID-only rankers score 0 here;
+    * `recall@k_among_cold`: the same when only the cold items are ranked: does
+      its order of new products make sense? (random order: about k / n_cold);
+    * `cold_share@k`: share of all top-k slots that hold a cold item;
+    * `users`, `cold_users`, `cold_items`: counts.
+    """
+    report = split.report
+    if report.kind != "cold_items":
+        raise EvaluationError(f"cold_start_metrics: a {report.kind} split; expected a cold_items split "
+                              "(workbench.evaluate.splits.cold_items_split)")
+    cold_ids = np.sort(split.test["item_id"].cast(pl.Utf8).unique().to_numpy().astype(str))
+    if len(cold_ids) == 0:
+        raise EvaluationError("cold_start_metrics: the split holds out no items; nothing to evaluate")
+    users_all = np.sort(split.test["user_id"].unique().to_numpy().astype(str))
+    _, cold_user = ranker.user_index(users_all)
+    users = users_all[~cold_user]
+    if len(users) == 0:
+        raise EvaluationError("cold_start_metrics: every test user is cold (no training history)")
+    item_ids = list(ranker.item_ids)
+    rel = test_relevance(split.test, users, item_ids)
+    recs = ranker.recommend(users, k, exclude_seen=True)
+    full = ranking_metrics(recs.indices, rel, ks=(k,), metrics=("recall",))[f"recall@{k}"]
+    cold_cols = ranker.item_index(cold_ids)
+    is_cold = np.zeros(len(item_ids), dtype=bool)
+    is_cold[cold_cols] = True
+    share = float(is_cold[recs.indices[recs.indices >= 0]].sum() / max(1, recs.indices.size))
+    # Among the cold items only: score them, rank, compare with the same relevance columns.
+    kk = min(k, len(cold_ids))
+    scores = ranker.score(users, cold_ids)
+    ranked_local = top_k_from_scores(scores, kk)
+    ranked = np.where(ranked_local >= 0, cold_cols[np.maximum(ranked_local, 0)], -1)
+    among = ranking_metrics(ranked, rel, ks=(kk,), metrics=("recall",))[f"recall@{kk}"]
+    return {f"recall@{k}": float(full), f"recall@{k}_among_cold": float(among), f"cold_share@{k}": share,
+            "users": float(len(users)), "cold_users": float(cold_user.sum()), "cold_items": float(len(cold_ids))}
+
+
+def ordered_apart(per_query: Mapping[str, np.ndarray], order: Sequence[str], n_resamples: int = 1000,
+                  seed: int = 0, confidence: float = 0.95) -> bool:
+    """True when the mean of each ranker in `order` beats the next one with bootstrap intervals apart.
+
+    `per_query[name]` holds one ranker's per-user metric (NaN: undefined);
+    `order` lists the names best first. Intervals: `bootstrap_ci` percentile
+    intervals of each mean; "apart" means the lower bound of each is above the
+    upper bound of the next.
+    """
+    from workbench.evaluate.bootstrap import bootstrap_ci
+
+    ci = bootstrap_ci({n: per_query[n] for n in order}, n_resamples=n_resamples, seed=seed,
+                      confidence=confidence)
+    return all(ci[a].low > ci[b].high for a, b in zip(order, order[1:], strict=False))
+
+
+def tune_rankers(budgets: Mapping[str, int], train: pl.DataFrame, items: Sequence[str], seed: int = 0,
+                 item_embeddings: np.ndarray | None = None, fixed: Mapping[str, Mapping] | None = None,
+                 validation: str = "leave_last") -> dict[str, TuneResult]:
+    """`tune_ranker` for each ranker of `budgets` (name -> trials), on a validation split of `train`.
+
+    `fixed[name]` holds parameters kept out of the search (e.g. the `ci` profile's
+    epochs); rankers without hyperparameters (popularity) get one trial.
+    """
+    from workbench.rankers.tuning import tune_ranker
+
+    fixed = fixed or {}
+    return {name: tune_ranker(name, train, items, budget, seed, item_embeddings=item_embeddings,
+                              fixed=fixed.get(name), validation=validation)
+            for name, budget in budgets.items()}
+
+
+def fit_rankers(tuned: Mapping[str, TuneResult], train: pl.DataFrame, items: Sequence[str],
+                item_embeddings: np.ndarray | None = None, seed: int = 0,
+                eval_fn: Callable[[Ranker], dict[str, float]] | None = None) -> dict[str, Ranker]:
+    """Each ranker built with its chosen parameters and fitted on all of `train`.
+
+    `eval_fn` (e.g. `epoch_evaluator(test)`) is attached to trained rankers for learning curves;
+    it only records, it never chooses.
+    """
+    out = {}
+    for name, result in tuned.items():
+        ranker = result.make(seed=seed)
+        if eval_fn is not None and hasattr(ranker, "eval_fn"):
+            ranker.eval_fn = eval_fn
+        out[name] = ranker.fit(train, items, item_embeddings=item_embeddings)
+    return out
+
+
+def tuned_table(tuned: Mapping[str, TuneResult]) -> pl.DataFrame:
+    """One row per ranker: trials run, the best validation metric and the chosen parameters."""
+    def fmt(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return pl.DataFrame([{"ranker": n, "trials": len(r.trials), f"validation {r.metric}": round(r.value, 4),
+                          "chosen": ", ".join(f"{k}={fmt(v)}" for k, v in sorted(r.params.items())) or "-"}
+                         for n, r in tuned.items()])
+
+
+def metrics_table(per_user: Mapping[str, Mapping[str, np.ndarray]], k: int = 10,
+                  metrics: Sequence[str] = ("ndcg", "recall", "mrr"), n_resamples: int = 1000,
+                  seed: int = 0) -> pl.DataFrame:
+    """Mean and 95 % bootstrap interval (resampling users) of each metric, one row per ranker."""
+    from workbench.evaluate.bootstrap import bootstrap_ci
+
+    rows = []
+    for name, pq in per_user.items():
+        ci = bootstrap_ci({m: pq[f"{m}@{k}"] for m in metrics}, n_resamples=n_resamples, seed=seed)
+        rows.append({"ranker": name, **{f"{m}@{k}": f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+                                        for m, iv in ci.items()}})
+    return pl.DataFrame(rows)
+
+
+def cold_start_table(rankers: Mapping[str, Ranker], split: Split, k: int = 10) -> pl.DataFrame:
+    """`cold_start_metrics` of each ranker, with whether it reads item content."""
+    from workbench.rankers.registry import MODELS
+
+    rows = []
+    for name, ranker in rankers.items():
+        m = cold_start_metrics(ranker, split, k=k)
+        rows.append({"ranker": name, "uses content": MODELS[name].uses_content if name in MODELS else False,
+                     f"recall@{k}": m[f"recall@{k}"], f"recall@{k} among cold": m[f"recall@{k}_among_cold"],
+                     f"cold share of top-{k}": m[f"cold_share@{k}"]})
+    return pl.DataFrame(rows)
+
+
 def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, float]]],
                           metric: str = "test_ndcg@10") -> go.Figure:
     """Training loss and a test metric per epoch for each ranker (two panels side by side)."""
@@ -126,3 +263,53 @@ def movielens_protocol_metrics(ranker: Ranker, test: pl.DataFrame, k: int = 10) 
     m = evaluate_ranker(ranker, test, k=k, ks=(k,), convention="trec")
     return {"map": m[f"map@{k}"], f"ndcg@{k}": m[f"ndcg@{k}"],
             f"precision@{k}": m[f"precision@{k}"], f"recall@{k}": m[f"recall@{k}"]}
+
+
+def movielens_runs(interactions: pl.DataFrame, items: Sequence[str], budgets: Mapping[str, int],
+                   seeds: Sequence[int] = (42, 43, 44), fixed: Mapping[str, Mapping] | None = None,
+                   k: int = 10, ratio: float = 0.75,
+                   log: Callable[[str], None] | None = None) -> list[dict[str, object]]:
+    """Recommenders' MovieLens protocol, each ranker tuned on validation, for each seed.
+
+    Per seed: `stratified_split(ratio, seed)` (their split, row for row); each
+    ranker of `budgets` is tuned by `tune_ranker` on a stratified validation split
+    of that seed's *train* rows (never its test rows), refitted on all train rows
+    with the chosen parameters and scored in their conventions
+    (`movielens_protocol_metrics`). Returns one row per (ranker, seed): the
+    metrics, the chosen parameters (`params`) and the validation nDCG.
+    """
+    from workbench.evaluate.splits import stratified_split
+    from workbench.rankers.tuning import tune_ranker
+
+    fixed = fixed or {}
+    rows: list[dict[str, object]] = []
+    for seed in seeds:
+        split = stratified_split(interactions, ratio, seed=seed)
+        for name, budget in budgets.items():
+            tuned = tune_ranker(name, split.train, items, budget, seed, validation="stratified",
+                                fixed=fixed.get(name))
+            ranker = tuned.make(seed=seed).fit(split.train, items)
+            m = movielens_protocol_metrics(ranker, split.test, k=k)
+            rows.append({"ranker": name, "seed": seed, **m, "validation_ndcg": tuned.value,
+                         "params": dict(tuned.params)})
+            if log is not None:
+                log(f"seed {seed} {name:<10} nDCG@{k} {m[f'ndcg@{k}']:.4f} (validation {tuned.value:.4f}; "
+                    f"{', '.join(f'{a}={b:.4g}' if isinstance(b, float) else f'{a}={b}' for a, b in sorted(tuned.params.items()))})")
+    return rows
+
+
+def movielens_table(rows: Sequence[Mapping[str, object]], k: int = 10) -> pl.DataFrame:
+    """Mean ± standard deviation over seeds per ranker, beside Recommenders' published rows."""
+    cols = ("map", f"ndcg@{k}", f"precision@{k}", f"recall@{k}")
+    ours = []
+    for name in dict.fromkeys(r["ranker"] for r in rows):
+        runs = [r for r in rows if r["ranker"] == name]
+        cell = {}
+        for c in cols:
+            v = np.array([float(r[c]) for r in runs])
+            sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            cell[c] = f"{v.mean():.4f} ± {sd:.4f}"
+        ours.append({"source": "ours", "ranker": name, "seeds": len(runs), **cell})
+    theirs = [{"source": "Recommenders README", "ranker": n, "seeds": None,
+               **{c: (f"{v[c]:.6f}" if c in v else "") for c in cols}} for n, v in RECOMMENDERS_ML100K.items()]
+    return pl.DataFrame(ours + theirs)

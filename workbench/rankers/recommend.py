@@ -9,11 +9,14 @@
 * `metrics.json`: what it returns, without the timings (those go to `timings.json`).
 
 Cold test users (no training history) get popularity; their count is in the result.
+Rankers that read item content (`MODELS[name].uses_content`) get
+`workbench.rankers.features.item_content` of the catalog's products, with the
+fused embeddings of `--embeddings` when given.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +29,12 @@ from workbench.errors import CatalogError, ConfigError, EvaluationError
 from workbench.evaluate.metrics import coverage, ranking_metrics, relevance_matrix
 from workbench.evaluate.splits import SPLIT_KINDS, Split, make_split
 from workbench.files import write_json_atomic, write_parquet_atomic
-from workbench.rankers.base import Ranker, Recommendations, load_item_embeddings
-from workbench.rankers.mf import BPRConfig, BPRRanker
-from workbench.rankers.popularity import PopularityRanker
-from workbench.rankers.sequential import SequentialConfig, SequentialRanker
+from workbench.rankers.base import Recommendations, load_item_embeddings
+from workbench.rankers.features import item_content
+from workbench.rankers.registry import MODELS, make_ranker
 from workbench.reproducibility import split_timings
-from workbench.train import TrainConfig
 
-MODELS = ("popularity", "bpr", "sequential")
+__all__ = ["MODELS", "RecommendConfig", "make_ranker", "run_recommend"]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class RecommendConfig:
     """Settings of `workbench recommend` (one CLI flag per field)."""
 
     catalog: str  # --catalog DIR
-    model: str = "bpr"  # --model popularity|bpr|sequential
+    model: str = "bpr"  # --model: a name of workbench.rankers.MODELS
     split: str = "stratified"  # --split stratified|leave_last|temporal
     seed: int = 42  # --seed: split (stratified) and training seed
     k: int = 10  # --k
@@ -52,30 +53,6 @@ class RecommendConfig:
     ratio: float = 0.75  # --ratio: train share of each user's rows (stratified)
     test_fraction: float = 0.2  # --test-fraction (temporal)
     progress: bool = True
-
-
-def make_ranker(model: str, seed: int = 0, epochs: int | None = None, device: str = "auto",
-                progress: bool = False) -> Ranker:
-    """A ranker with the defaults tuned on MovieLens-100k (see bench/movielens_benchmark.py)."""
-    if model == "popularity":
-        return PopularityRanker(device=device)
-    if model == "bpr":
-        cfg = BPRConfig()
-        cfg.train = _train(cfg.train, seed, epochs, device, progress)
-        return BPRRanker(cfg)
-    if model == "sequential":
-        cfg = SequentialConfig()
-        cfg.train = _train(cfg.train, seed, epochs, device, progress)
-        return SequentialRanker(cfg)
-    raise ConfigError(f"unknown model {model!r}: expected one of {', '.join(MODELS)}")
-
-
-def _train(base: TrainConfig, seed: int, epochs: int | None, device: str, progress: bool) -> TrainConfig:
-    out = TrainConfig(**asdict(base))
-    out.seed, out.device, out.progress = seed, device, progress
-    if epochs is not None:
-        out.epochs = epochs
-    return out
 
 
 def evaluate_recommendations(recs: Recommendations, users: np.ndarray, test: pl.DataFrame,
@@ -122,7 +99,12 @@ def run_recommend(config: RecommendConfig) -> dict[str, Any]:
             f"({split.report.n_rows} rows, {split.report.train_only_users} users too short to hold out); "
             "nothing to evaluate")
     embeddings = load_item_embeddings(config.embeddings, item_ids) if config.embeddings else None
-    ranker = make_ranker(config.model, seed=config.seed, epochs=config.epochs, device=config.device,
+    if MODELS[config.model].uses_content:
+        # what the products are (category, brand, attributes, price) plus the fused embeddings
+        embeddings = item_content(cat.products, item_ids, embeddings)
+    # epochs only means something to trained rankers (BPR, sequential)
+    epochs = config.epochs if MODELS[config.model].trained else None
+    ranker = make_ranker(config.model, seed=config.seed, epochs=epochs, device=config.device,
                          progress=config.progress)
     ranker.fit(split.train, item_ids, item_embeddings=embeddings)
     users = np.sort(split.test["user_id"].unique().to_numpy().astype(str))

@@ -15,12 +15,13 @@ from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, read_checkpoint_doc, re
 from workbench.evaluate.splits import Split
 from workbench.rankers.base import KIND_PREFIX, Ranker
 from workbench.rankers.fingerprint import TrainingFingerprint, check_fingerprint
+from workbench.rankers.itemitem import EASERanker, ItemKNNRanker
 from workbench.rankers.mf import BPRRanker
 from workbench.rankers.popularity import PopularityRanker
 from workbench.rankers.sequential import SequentialRanker
 
 RANKER_CLASSES: dict[str, type[Ranker]] = {
-    KIND_PREFIX + cls.name: cls for cls in (PopularityRanker, BPRRanker, SequentialRanker)
+    KIND_PREFIX + cls.name: cls for cls in (PopularityRanker, BPRRanker, SequentialRanker, EASERanker, ItemKNNRanker)
 }
 
 

@@ -54,6 +54,14 @@ class SequentialConfig:
     loss: str = "auto"
     n_negatives: int = 256  # for sampled_softmax
     use_fused: bool = True  # add a projection of the fused item embedding when given
+    content_hidden: int = 0  # 0: a linear map of the content features; > 0: an MLP with this width
+    # Learned ID embeddings beside the content vectors; None: only when there is no content
+    # (IDs memorise the few clicks most items have; content generalises, see the module doc).
+    id_embeddings: bool | None = None
+    item_bias: bool = False  # a per-item score offset (content part + ID part)
+    id_dropout: float = 0.0  # share of items whose ID parts are off in each training step
+    unseen_from_content: bool = True  # items without training interactions: ID parts off when scoring
+    history_pool: bool = False  # add the mapped mean of the history's item vectors (taste) to the user vector
     train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
@@ -69,35 +77,90 @@ class SequentialConfig:
             raise ConfigError(f"SequentialConfig.loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
         if self.n_negatives < 1:
             raise ConfigError(f"SequentialConfig.n_negatives={self.n_negatives}: expected >= 1")
+        if self.content_hidden < 0:
+            raise ConfigError(f"SequentialConfig.content_hidden={self.content_hidden}: expected >= 0")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigError(f"SequentialConfig.id_dropout={self.id_dropout}: expected [0, 1)")
+        if self.id_embeddings is False and not self.use_fused:
+            raise ConfigError("SequentialConfig: id_embeddings=False needs use_fused=True (content vectors)")
 
 
 class SASRecModel(nn.Module):
-    """Causal self-attention over item sequences (0 = padding, items are 1..n_items)."""
+    """Causal self-attention over item sequences (0 = padding, items are 1..n_items).
+
+    An item's vector is its content vector (a linear map or a small MLP of the
+    `fused` buffer: content features, see `workbench.rankers.features`) plus,
+    when `id_embeddings`, a learned ID embedding; with `item_bias` its score also
+    gets a bias, again content part plus ID part. `id_keep` (a (n_items + 1,) 0/1
+    mask) switches the ID parts off per item: training drops them at random
+    (`id_dropout`) so that content alone must predict, and items without training
+    interactions are scored from their content alone.
+    """
 
     def __init__(self, n_items: int, max_len: int, dim: int, heads: int, layers: int,
-                 dropout: float, fused_dim: int = 0) -> None:
+                 dropout: float, fused_dim: int = 0, content_hidden: int = 0,
+                 id_embeddings: bool = True, item_bias: bool = False, history_pool: bool = False) -> None:
         super().__init__()
+        if not id_embeddings and not fused_dim:
+            raise ConfigError("SASRecModel: id_embeddings=False needs content features (fused_dim > 0)")
         self.n_items, self.max_len, self.heads = n_items, max_len, heads
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        nn.init.normal_(self.item.weight, std=dim ** -0.5)
-        with torch.no_grad():
-            self.item.weight[0].zero_()
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0) if id_embeddings else None
+        if self.item is not None:
+            nn.init.normal_(self.item.weight, std=dim ** -0.5)
+            with torch.no_grad():
+                self.item.weight[0].zero_()
         self.pos = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos.weight, std=0.02)
-        self.fused_proj = nn.Linear(fused_dim, dim, bias=False) if fused_dim else None
+        self.fused_proj: nn.Module | None = None
+        if fused_dim and content_hidden:
+            self.fused_proj = nn.Sequential(nn.Linear(fused_dim, content_hidden), nn.GELU(),
+                                            nn.Linear(content_hidden, dim))
+        elif fused_dim:
+            self.fused_proj = nn.Linear(fused_dim, dim, bias=False)
         self.register_buffer("fused", torch.zeros(n_items + 1 if fused_dim else 0, fused_dim))
+        self.bias = nn.Embedding(n_items + 1, 1) if item_bias else None
+        if self.bias is not None:
+            nn.init.zeros_(self.bias.weight)
+        self.content_bias = nn.Linear(fused_dim, 1) if (item_bias and fused_dim) else None
+        if self.content_bias is not None:
+            nn.init.zeros_(self.content_bias.weight)
+            nn.init.zeros_(self.content_bias.bias)
+        # 1 = use the item's ID parts; the ranker zeroes items unseen in training
+        # (not saved: the ranker derives it from its saved item counts)
+        self.register_buffer("id_keep", torch.ones(n_items + 1), persistent=False)
         layer = nn.TransformerEncoderLayer(dim, heads, dim * 2, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
+        # Taste: the mean of the window's item vectors, mapped, added to the user vector (zero at
+        # the start, so the model begins as plain SASRec and learns how much taste to add).
+        self.pool = nn.Linear(dim, dim, bias=False) if history_pool else None
+        if self.pool is not None:
+            nn.init.zeros_(self.pool.weight)
 
-    def item_vectors(self) -> Tensor:
-        """(n_items + 1, dim): ID embedding plus projected fused embedding (row 0 = padding)."""
-        w = self.item.weight
+    def item_vectors(self, id_keep: Tensor | None = None) -> Tensor:
+        """(n_items + 1, dim): content vector plus ID embedding (row 0 = padding, zero)."""
+        keep = self.id_keep if id_keep is None else id_keep
+        w = None
+        if self.item is not None:
+            w = self.item.weight * keep[:, None]
         if self.fused_proj is not None:
-            w = w + self.fused_proj(self.fused)
+            content = self.fused_proj(self.fused)
+            content = torch.cat([torch.zeros_like(content[:1]), content[1:]])  # padding stays zero
+            w = content if w is None else w + content
         return w
+
+    def item_biases(self, id_keep: Tensor | None = None) -> Tensor | None:
+        """(n_items + 1,) score offsets (content part + ID part), or None without `item_bias`."""
+        keep = self.id_keep if id_keep is None else id_keep
+        b = None
+        if self.bias is not None:
+            b = self.bias.weight[:, 0] * keep
+        if self.content_bias is not None:
+            c = self.content_bias(self.fused)[:, 0]
+            b = c if b is None else b + c
+        return b
 
     def encode(self, seq: Tensor, vectors: Tensor | None = None) -> Tensor:
         """(b, L, dim) hidden states; position t sees items 0..t only."""
@@ -117,31 +180,59 @@ class SASRecModel(nn.Module):
         h = self.encoder(x, mask=mask)
         return self.norm(h)
 
+    def user_states(self, seq: Tensor, vectors: Tensor | None = None) -> Tensor:
+        """(b, L, dim) the vector that scores the next item at every position.
+
+        The encoder's hidden state, plus (with `history_pool`) the mapped running mean
+        of the item vectors up to that position (the user's taste so far).
+        """
+        vectors = self.item_vectors() if vectors is None else vectors
+        h = self.encode(seq, vectors)
+        if self.pool is None:
+            return h
+        real = (seq > 0).to(h.dtype)[..., None]
+        running = torch.cumsum(vectors[seq] * real, dim=1) / torch.cumsum(real, dim=1).clamp_min(1.0)
+        return h + self.pool(running)
+
     def forward(self, seq: Tensor) -> Tensor:
-        """(b, dim) user vectors: the hidden state after the last item."""
-        return self.encode(seq)[:, -1]
+        """(b, dim) user vectors: the state after the last item."""
+        return self.user_states(seq)[:, -1]
 
     def all_scores(self, seq: Tensor) -> Tensor:
         """(b, n_items) scores of every item (columns in ranker item order)."""
         vectors = self.item_vectors()
-        return self.encode(seq, vectors)[:, -1] @ vectors[1:].T
+        s = self.user_states(seq, vectors)[:, -1] @ vectors[1:].T
+        bias = self.item_biases()
+        return s if bias is None else s + bias[1:]
 
 
 @dataclass
 class SequentialTask:
-    """Next-item prediction at every position; see the module docstring for the losses."""
+    """Next-item prediction at every position; see the module docstring for the losses.
+
+    `id_dropout`: each step, every item's ID parts are off with this probability
+    (the same draw for its input and output use), so the content vectors learn to
+    predict on their own.
+    """
 
     loss_kind: str = "softmax"
     n_negatives: int = 256
+    id_dropout: float = 0.0
 
     def loss(self, model: SASRecModel, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         seq, target = batch["seq"], batch["target"]
-        vectors = model.item_vectors()
-        h = model.encode(seq, vectors)
+        keep = model.id_keep
+        if self.id_dropout > 0 and (model.item is not None or model.bias is not None):
+            keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout).to(keep.dtype)
+        vectors = model.item_vectors(keep)
+        bias = model.item_biases(keep)
+        h = model.user_states(seq, vectors)
         valid = target > 0
         hv, tv = h[valid], target[valid]
         if self.loss_kind == "softmax":
             logits = hv @ vectors[1:].T
+            if bias is not None:
+                logits = logits + bias[1:]
             loss = F.cross_entropy(logits.float(), tv - 1)
             acc = (logits.argmax(-1) == tv - 1).float().mean()
             return {"loss": loss, "acc@1": acc}
@@ -149,6 +240,8 @@ class SequentialTask:
             neg = torch.randint(1, model.n_items + 1, (self.n_negatives,), device=seq.device)
             pos_logit = (hv * vectors[tv]).sum(-1, keepdim=True)
             neg_logit = hv @ vectors[neg].T
+            if bias is not None:
+                pos_logit, neg_logit = pos_logit + bias[tv][:, None], neg_logit + bias[neg][None]
             neg_logit = neg_logit.masked_fill(neg[None] == tv[:, None], float("-inf"))
             logits = torch.cat([pos_logit, neg_logit], 1).float()
             zeros = torch.zeros(len(tv), dtype=torch.long, device=seq.device)
@@ -157,6 +250,8 @@ class SequentialTask:
         neg = torch.randint(1, model.n_items + 1, tv.shape, device=seq.device)
         pos_logit = (hv * vectors[tv]).sum(-1).float()
         neg_logit = (hv * vectors[neg]).sum(-1).float()
+        if bias is not None:
+            pos_logit, neg_logit = pos_logit + bias[tv].float(), neg_logit + bias[neg].float()
         loss = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
                 + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
         return {"loss": loss, "auc": (pos_logit > neg_logit).float().mean()}
@@ -230,22 +325,43 @@ class SequentialRanker(TrainedRanker):
             raise ConfigError("sequential ranker: no user has two or more training interactions; "
                               "nothing to learn next-item transitions from")
         fused = item_embeddings if (cfg.use_fused and item_embeddings is not None) else None
+        use_ids = cfg.id_embeddings if cfg.id_embeddings is not None else fused is None
+        if fused is None and not use_ids:
+            raise ConfigError("SequentialConfig.id_embeddings=False needs item_embeddings (content vectors)")
         model_config = {"n_items": n_items, "max_len": cfg.max_len, "dim": cfg.dim, "heads": cfg.heads,
                         "layers": cfg.layers, "dropout": cfg.dropout,
-                        "fused_dim": fused.shape[1] if fused is not None else 0}
+                        "fused_dim": fused.shape[1] if fused is not None else 0,
+                        "content_hidden": cfg.content_hidden if fused is not None else 0,
+                        "id_embeddings": use_ids, "item_bias": cfg.item_bias,
+                        "history_pool": cfg.history_pool}
         torch.manual_seed(cfg.train.seed)
         model = self.build_model(model_config)
         if fused is not None:
             model.fused[1:] = torch.from_numpy(fused)
+        self._set_id_keep(model)
         self._history_windows = torch.from_numpy(last_window(seqs, cfg.max_len)).to(self.device)
-        task = SequentialTask(self.loss_kind(), cfg.n_negatives)
+        task = SequentialTask(self.loss_kind(), cfg.n_negatives, cfg.id_dropout)
         self._train(model, task, data, model_config)
+
+    def _set_id_keep(self, model: SASRecModel) -> None:
+        """ID parts on for items with training interactions; off for the rest when scored by content.
+
+        An unseen item's ID embedding and bias only ever met gradients as a negative
+        (pushed down); with content vectors its content is all we know, so it is
+        scored by that, as if its ID were dropped out.
+        """
+        keep = np.ones(len(self.item_ids) + 1, dtype=np.float32)
+        if self.config.unseen_from_content and model.fused_proj is not None:
+            keep[1:] = self._item_counts > 0
+        model.id_keep.copy_(torch.from_numpy(keep))
 
     @staticmethod
     def build_model(model_config: dict[str, Any]) -> SASRecModel:
         c = model_config
+        # .get: rankers saved before these options existed load as they were trained
         return SASRecModel(c["n_items"], c["max_len"], c["dim"], c["heads"], c["layers"], c["dropout"],
-                           c["fused_dim"])
+                           c["fused_dim"], c.get("content_hidden", 0), c.get("id_embeddings", True),
+                           c.get("item_bias", False), c.get("history_pool", False))
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
@@ -257,6 +373,7 @@ class SequentialRanker(TrainedRanker):
 
     def _restore_model(self, doc: dict[str, Any], tensors: dict[str, Tensor], folder: Path) -> None:
         super()._restore_model(doc, tensors, folder)
+        self._set_id_keep(self.model)
         windows = tensors.get(f"{STATE_PREFIX}history_windows")
         expected = (len(self.user_ids), self.config.max_len)
         if windows is None or tuple(windows.shape) != expected:
