@@ -390,6 +390,22 @@ class ScannIndex(VectorIndex):
         pre = max(reorder if reorder is not None else self.config.reorder, k)
         if self.config.reorder == 0 and reorder is None:
             pre = -1  # no re-ordering configured: ScaNN returns its hashed scores
+        if q.shape[0] == 1:
+            # One query (a user's request): ScaNN's single-query call runs on the calling
+            # thread with no hand-off to its pool (85 vs 114 us per query measured at 100k).
+            # It returns a short list unpadded; pad it like the batched call's NaN rows.
+            one_idx, one_scores = self.searcher.search(
+                q[0],
+                final_num_neighbors=k,
+                pre_reorder_num_neighbors=pre,
+                leaves_to_search=leaves,
+            )
+            idx = np.full((1, k), -1, dtype=np.int64)
+            scores = np.full((1, k), -np.inf, dtype=np.float32)
+            found = min(len(one_idx), k)
+            idx[0, :found] = np.asarray(one_idx[:found], dtype=np.int64)
+            scores[0, :found] = np.asarray(one_scores[:found], dtype=np.float32)
+            return idx, scores
         idx, scores = self.searcher.search_batched_parallel(
             q,
             final_num_neighbors=k,
@@ -464,7 +480,112 @@ def _native_stderr_to_log(what: str) -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def _scann():
+# --------------------------------------------------------------------------- ScaNN's SIMD kernels
+#
+# ScaNN picks its kernels (LUT16 asymmetric hashing, k-means, dot products) by the flags
+# research_scann::flags_internal::should_use_avx2 / should_use_avx512, set at load time
+# from `port::TestCPUFeature`. In the scann 1.4.2 wheel that function is compiled to
+# `return false` (its CPUID block is guarded by a macro the wheel's build never defines),
+# so every CPU runs the SSE4/AVX1 fallback. Measured on a 2-core AVX-512 Xeon, 100k x 256:
+# the AVX2 kernels search 1.3x faster at the same recall and train the index ~1.3x faster;
+# AVX2 and AVX-512 builds were byte-identical and every kernel level returned the same
+# neighbours. So the flags are set here, once, from the CPU's own feature bits, before the
+# first searcher is built or loaded (kernels are chosen per call; layouts do not depend on
+# them, so a saved index loads under any level).
+
+SCANN_KERNELS = ("baseline", "avx2", "avx512")
+SCANN_KERNELS_ENV = "WORKBENCH_SCANN_KERNELS"
+# AVX2 is the level every other numeric library is capped at (workbench.reproducibility):
+# the same kernels on every AVX2 machine. AVX-512 measured no faster here (see bench_index).
+DEFAULT_SCANN_KERNELS = "avx2"
+_KERNEL_FEATURES = {
+    "baseline": (),
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"),
+}
+_NUMPY_FEATURES = {"avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512dq": "AVX512DQ",
+                   "avx512bw": "AVX512BW", "avx512vl": "AVX512VL"}
+_scann_kernels_in_use: str | None = None
+_KERNELS_LOCK = threading.Lock()
+
+
+def _cpu_has(level: str) -> bool:
+    """Whether this CPU (and OS) runs `level`'s instructions: /proc/cpuinfo and numpy's own
+    CPUID probe must both say so (a wrong answer here would be an illegal instruction)."""
+    from workbench.reproducibility import cpu_flags
+
+    wanted = _KERNEL_FEATURES[level]
+    if not wanted:
+        return True
+    if not set(wanted) <= cpu_flags():
+        return False
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as probed
+    except ImportError:  # pragma: no cover - numpy < 2 or a layout change: cpuinfo alone
+        return True
+    # NPY_DISABLE_CPU_FEATURES (the pinning) hides only numpy's own AVX-512 loop groups,
+    # not these base bits, so they still report the CPU
+    return all(probed.get(_NUMPY_FEATURES[f], False) for f in wanted)
+
+
+def scann_kernels(requested: str | None = None) -> str:
+    """The SIMD level ScaNN runs at in this process: "baseline" (the wheel's SSE4/AVX1
+    code), "avx2" or "avx512".
+
+    Decided once, at the first ScaNN build or load: `WORKBENCH_SCANN_KERNELS` if set, else
+    `DEFAULT_SCANN_KERNELS`, lowered to what the CPU supports. `requested` (before any
+    searcher exists) asks for a level explicitly, e.g. a benchmark comparing them; later
+    calls return the level in effect, since kernels must not change under live searchers.
+    """
+    global _scann_kernels_in_use
+    with _KERNELS_LOCK:
+        if _scann_kernels_in_use is not None:
+            if requested is not None and requested != _scann_kernels_in_use:
+                raise ConfigError(
+                    f"scann_kernels({requested!r}): ScaNN already runs {_scann_kernels_in_use!r} "
+                    "kernels in this process; choose the level before the first index is built"
+                )
+            return _scann_kernels_in_use
+        level = requested or os.environ.get(SCANN_KERNELS_ENV, "").strip() or DEFAULT_SCANN_KERNELS
+        if level not in SCANN_KERNELS:
+            raise ConfigError(
+                f"{SCANN_KERNELS_ENV}={level!r}: expected one of {', '.join(SCANN_KERNELS)}"
+            )
+        # the best level at or below the one asked for that this CPU runs
+        for candidate in SCANN_KERNELS[SCANN_KERNELS.index(level) :: -1]:
+            if _cpu_has(candidate):
+                break
+        _scann_kernels_in_use = _apply_scann_kernels(candidate)
+        if _scann_kernels_in_use != level:
+            log.info("ScaNN kernels: %s requested, %s in use", level, _scann_kernels_in_use)
+        return _scann_kernels_in_use
+
+
+def _apply_scann_kernels(level: str) -> str:
+    """Set ScaNN's dispatch flags for `level`; returns the level actually set."""
+    import ctypes
+
+    _scann_module()
+    native = sys.modules.get("scann_pybind")
+    if native is None or not getattr(native, "__file__", None):  # pragma: no cover
+        return "baseline"
+    try:
+        lib = ctypes.CDLL(native.__file__)  # the library already loaded: same handle
+        flags = {
+            name: ctypes.c_bool.in_dll(
+                lib, f"_ZN14research_scann14flags_internal{len(name)}{name}E"
+            )
+            for name in ("should_use_avx2", "should_use_avx512")
+        }
+    except (OSError, ValueError) as exc:  # another scann build without these symbols
+        log.debug("ScaNN kernels left as built (%s)", exc)
+        return "baseline"
+    flags["should_use_avx2"].value = level in ("avx2", "avx512")
+    flags["should_use_avx512"].value = level == "avx512"
+    return level
+
+
+def _scann_module():
     try:
         from scann.scann_ops.py import scann_ops_pybind
     except ImportError as exc:  # pragma: no cover - scann is a Linux dependency
@@ -472,6 +593,12 @@ def _scann():
             "IndexConfig.kind='scann' needs the scann package (Linux); use kind='exact'"
         ) from exc
     return scann_ops_pybind
+
+
+def _scann():
+    ops = _scann_module()
+    scann_kernels()  # before the first searcher: see the comment above SCANN_KERNELS
+    return ops
 
 
 def _build_scann(vectors: np.ndarray, cfg: IndexConfig):
@@ -1005,6 +1132,27 @@ def exact_baseline(
     return idx, q.shape[0] / seconds
 
 
+def search_grid(num_leaves: int, k: int = 10) -> tuple[list[int], list[int]]:
+    """A fine grid of the two query-time settings for an index of `num_leaves` partitions.
+
+    Leaves searched: every count from 1 to 8, then steps of about 25% up to a tenth of
+    the leaves (every leaf below 100 partitions, where that is still cheap); re-order
+    depths from k to 20k in steps of about 25-50%. At recall@10 0.95 on clustered
+    256-d vectors the fastest settings searched 0.2-1% of the leaves and re-ordered
+    20-60 candidates (bench_index.py), between the old grid's points.
+    """
+    if num_leaves < 1:
+        raise ConfigError(f"search_grid: num_leaves={num_leaves}; expected a positive integer")
+    top = num_leaves if num_leaves < 100 else max(8, num_leaves // 10)
+    leaves = set(range(1, min(8, top) + 1))
+    value = 8.0
+    while value < top:
+        value *= 1.25
+        leaves.add(min(top, round(value)))
+    reorder = {max(k, round(k * f)) for f in (1, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20)}
+    return sorted(leaves), sorted(reorder)
+
+
 def sweep(
     item_ids: Sequence[str] | np.ndarray,
     vectors: Any,
@@ -1017,14 +1165,20 @@ def sweep(
     exact: np.ndarray | None = None,
     repeats: int = 3,
     progress: bool = True,
+    dims_per_block: Iterable[int] | None = None,
+    anisotropic_threshold: Iterable[float] | None = None,
 ) -> list[dict[str, Any]]:
     """Recall@k against exact search, queries/s and build time of each ScaNN setting.
 
     leaves_to_search and reorder are query-time settings, so one index is built per
-    `num_leaves` value and searched with each pair; `build_s` is that index's build
-    time. qps is the best of `repeats` timed passes over all queries. `exact` can
-    pass precomputed exact top-k row indices (from `exact_baseline`).
+    build-time combination (`num_leaves` x `dims_per_block` x `anisotropic_threshold`,
+    each defaulting to `config`'s value) and searched with each pair; `build_s` is that
+    index's build time. qps is the best of `repeats` timed passes over all queries (on
+    the index's `num_threads`). `exact` can pass precomputed exact top-k row indices
+    (from `exact_baseline`).
     """
+    import itertools
+
     from workbench.progress import progress_bar
 
     arr = _as_matrix(vectors, "item vectors")
@@ -1035,12 +1189,26 @@ def sweep(
     # fewer than k re-ordered candidates cannot fill a top-k list: raise them to k
     leaves_list, reorder_list = sorted(set(leaves_to_search)), sorted({max(r, k) for r in reorder})
     leaf_counts = sorted(set(num_leaves)) if num_leaves is not None else [base.num_leaves]
+    blocks = sorted(set(dims_per_block)) if dims_per_block is not None else [base.dims_per_block]
+    thresholds = (
+        sorted(set(anisotropic_threshold))
+        if anisotropic_threshold is not None
+        else [base.anisotropic_threshold]
+    )
+    builds = list(itertools.product(leaf_counts, blocks, thresholds))
     rows = []
-    total = sum(len({min(v, nl) for v in leaves_list}) for nl in leaf_counts) * len(reorder_list)
+    total = sum(len({min(v, nl) for v in leaves_list}) for nl, _, _ in builds) * len(reorder_list)
     bar = progress_bar(total=total, desc="sweep", enabled=progress)
-    for nl in leaf_counts:
+    for nl, dpb, thr in builds:
         # build with the largest reorder so any smaller one can be asked for at query time
-        cfg = replace(base, kind="scann", num_leaves=nl, reorder=max(max(reorder_list), k))
+        cfg = replace(
+            base,
+            kind="scann",
+            num_leaves=nl,
+            reorder=max(max(reorder_list), k),
+            dims_per_block=dpb,
+            anisotropic_threshold=thr,
+        )
         index = build_index(item_ids, arr, cfg)
         # more leaves than exist means "search them all"
         for lts in sorted({min(v, nl) for v in leaves_list}):
@@ -1053,12 +1221,15 @@ def sweep(
                         "num_leaves": nl,
                         "leaves_to_search": lts,
                         "reorder": ro,
+                        "dims_per_block": dpb,
+                        "anisotropic_threshold": thr,
                         f"recall@{k}": round(recall_at_k(idx, exact, k), 4),
                         "qps": round(q.shape[0] / seconds, 1),
                         "build_s": round(index.build_s, 3),
                     }
                 )
                 bar.update()
+        del index  # one index in memory at a time (a 1M-item index holds ~1.2 GB)
     bar.close()
     return rows
 
@@ -1084,7 +1255,12 @@ def choose_setting(
     def speed(r: dict[str, Any]) -> tuple[float, ...]:
         if by == "qps":
             return (r["qps"],)
-        return (-r["leaves_to_search"] / r.get("num_leaves", 1), -r["reorder"])
+        # wider code blocks hash fewer codes per item: less work at equal leaves/reorder
+        return (
+            -r["leaves_to_search"] / r.get("num_leaves", 1),
+            -r["reorder"],
+            r.get("dims_per_block", 0),
+        )
 
     meeting = [r for r in rows if r[key] >= recall_target]
     if meeting:
@@ -1122,13 +1298,18 @@ def sweep_claims(
 
 
 def config_for_setting(base: IndexConfig, setting: dict[str, Any]) -> IndexConfig:
-    """`base` with the num_leaves / leaves_to_search / reorder of a sweep row."""
+    """`base` with the num_leaves / leaves_to_search / reorder (and, when the row has
+    them, dims_per_block / anisotropic_threshold) of a sweep row."""
     return replace(
         base,
         kind="scann",
         num_leaves=int(setting.get("num_leaves", base.num_leaves)),
         leaves_to_search=int(setting["leaves_to_search"]),
         reorder=int(setting["reorder"]),
+        dims_per_block=int(setting.get("dims_per_block", base.dims_per_block)),
+        anisotropic_threshold=float(
+            setting.get("anisotropic_threshold", base.anisotropic_threshold)
+        ),
     )
 
 

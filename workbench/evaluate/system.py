@@ -499,6 +499,49 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "n": int(ms.size)}
 
 
+# threadpoolctl's controller, built once: finding the loaded BLAS/OpenMP libraries costs
+# ~5 ms (measured), too much for every request; limiting through a kept controller ~20 us.
+_POOLS: dict[str, Any] = {}
+
+
+def serving_threads(threads: int = 1) -> Any:
+    """A context manager that runs one request on `threads` threads, restored on exit.
+
+    torch's intra-op pool (`torch.set_num_threads`) and every BLAS/OpenMP pool that
+    threadpoolctl finds (MKL, OpenBLAS, libgomp) are limited for the duration. Why: a
+    single query is too small to split across cores; on a busy machine every extra
+    thread waits for a core and the slowest one sets the latency (the `ci` profile pins
+    one thread at import, the `full` profile does not). Not re-entrant across threads:
+    the settings are process-wide, so concurrent requests share one scope (a server's
+    worker holds it, or runs each request inside it in turn).
+    """
+    import contextlib
+    import sys
+
+    import torch
+    from threadpoolctl import ThreadpoolController
+
+    if threads < 1:
+        raise ConfigError(f"serving_threads(threads={threads}): expected at least 1 thread")
+    # a library imported since the last scope may bring its own pool: look again then
+    if _POOLS.get("modules") != len(sys.modules):
+        _POOLS["controller"] = ThreadpoolController()
+        _POOLS["modules"] = len(sys.modules)
+    controller = _POOLS["controller"]
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with controller.limit(limits=threads):
+                yield
+        finally:
+            torch.set_num_threads(before)
+
+    return scope()
+
+
 def measure_latency(
     task: QueryTask,
     index: Retriever,
@@ -508,49 +551,61 @@ def measure_latency(
     encode: Callable[[int], np.ndarray] | None = None,
     warmup: int = 5,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> dict[str, dict[str, float]]:
     """Per-query latency of each stage (p50/p95/p99 ms), one query at a time on this machine.
 
     A loop per query is the point here: a user's request is a single query.
     ``encode(i)`` (optional) encodes query ``i`` from its raw input, timed as
-    the ``encode`` stage. Queries are a deterministic sample (first
-    ``n_queries``); the first ``warmup`` calls are not timed. Timings vary
-    between runs: keep them out of metrics.json.
+    the ``encode`` stage. ``n_queries`` requests are timed, cycling through the
+    task's queries in order when it has fewer (so p95/p99 rest on enough
+    samples); the ``warmup`` calls before them are not timed (models warm, caches
+    filled). Each request runs inside ``serving_threads(threads)`` (``None``: the
+    process's own thread settings), entered inside the timed ``total``. Timings
+    vary between runs: keep them out of metrics.json.
     """
+    import contextlib
+
     cfg = config or SystemConfig()
-    n = min(n_queries, len(task.query_ids))
-    if n == 0:
-        raise EvaluationError(f"task {task.name!r}: no query to time")
+    n_available = len(task.query_ids)
+    if n_available == 0 or n_queries < 1:
+        raise EvaluationError(f"task {task.name!r}: no query to time (n_queries={n_queries})")
     stages: dict[str, list[float]] = {"retrieve": [], "rerank": [], "total": []}
     if encode is not None:
         stages["encode"] = []
     excl = task.exclude
-    for step in progress_bar(range(-min(warmup, n), n), desc=f"latency {task.name}", enabled=progress):
-        i = max(step, 0)
-        t0 = time.perf_counter()
-        vec = encode(i) if encode is not None else task.vectors[i : i + 1]
-        vec = np.asarray(vec, dtype=np.float32).reshape(1, -1)
-        t1 = time.perf_counter()
-        text = None if task.texts is None else task.texts[i : i + 1]
-        cand, scores = retrieve(index, vec, cfg.candidates, None if excl is None else excl[i], text)
-        t2 = time.perf_counter()
-        rerank(
-            ranker,
-            index.item_ids,
-            cand,
-            scores,
-            task.user_ids[i : i + 1],
-            cfg.alpha,
-            cfg.rerank_anonymous,
-        )
-        t3 = time.perf_counter()
+    n_warm = min(warmup, n_queries)
+    steps = range(-n_warm, n_queries)
+    for step in progress_bar(steps, desc=f"latency {task.name}", enabled=progress):
+        i = (step + n_warm if step < 0 else step) % n_available
+        start = time.perf_counter()
+        with serving_threads(threads) if threads else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            vec = encode(i) if encode is not None else task.vectors[i : i + 1]
+            vec = np.asarray(vec, dtype=np.float32).reshape(1, -1)
+            t1 = time.perf_counter()
+            text = None if task.texts is None else task.texts[i : i + 1]
+            cand, scores = retrieve(
+                index, vec, cfg.candidates, None if excl is None else excl[i], text
+            )
+            t2 = time.perf_counter()
+            rerank(
+                ranker,
+                index.item_ids,
+                cand,
+                scores,
+                task.user_ids[i : i + 1],
+                cfg.alpha,
+                cfg.rerank_anonymous,
+            )
+            t3 = time.perf_counter()
         if step < 0:
             continue
         if encode is not None:
             stages["encode"].append(t1 - t0)
         stages["retrieve"].append(t2 - t1)
         stages["rerank"].append(t3 - t2)
-        stages["total"].append(t3 - t0)
+        stages["total"].append(t3 - start)
     return {name: _percentiles(v) for name, v in stages.items()}
 
 
