@@ -69,8 +69,9 @@ notebooks: $(STAMP)
 ## Re-execute every notebook in place from its py:percent twin (ci profile), in series order,
 ## after a change to the code they call; commit the .py and the executed .ipynb together,
 ## then `make reference` to record the new numbers the tests hold the notebooks to.
+## `make execute-notebooks FROM=05` starts at notebook 05 (the earlier ones' files are reused).
 execute-notebooks: $(STAMP)
-	$(BIN)/python -c "from workbench.pipeline import execute_in_place; execute_in_place()"
+	$(BIN)/python -c "from workbench.pipeline import execute_in_place; execute_in_place(first='$(FROM)' or None)"
 
 ## The committed reference metrics (tests/reference/) from the notebooks' last execution.
 reference: $(STAMP)

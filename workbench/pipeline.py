@@ -307,7 +307,8 @@ def run_series(
 
 
 def execute_in_place(
-    notebooks_dir: str | Path | None = None, profile: str = "ci", kernel_name: str = "python3"
+    notebooks_dir: str | Path | None = None, profile: str = "ci", kernel_name: str = "python3",
+    first: str | None = None,
 ) -> list[Path]:
     """Re-execute each notebook of the series in place from its py:percent twin (`make execute-notebooks`).
 
@@ -315,7 +316,9 @@ def execute_in_place(
     reviewed source) is converted to `.ipynb` and executed with its default
     parameters, in series order, so each reads what the one before it wrote. The
     kernels get the same settings as `workbench run` (deterministic kernels, no
-    progress bars, so no frozen bars are committed). Returns the notebooks executed.
+    progress bars, so no frozen bars are committed). `first` (a stem prefix such as
+    "05") starts the series there, reading what the earlier notebooks last wrote.
+    Returns the notebooks executed.
     """
     import jupytext
     import papermill as pm
@@ -323,8 +326,10 @@ def execute_in_place(
     pin_process(profile)
     folder = Path(notebooks_dir) if notebooks_dir is not None else project_root() / "notebooks"
     twins = sorted(folder.glob("0*.py"))
+    if first:
+        twins = [t for t in twins if t.stem >= first]
     if not twins:
-        raise ConfigError(f"{folder}: no py:percent notebooks (0*.py) to execute")
+        raise ConfigError(f"{folder}: no py:percent notebooks (0*.py{f' from {first}' if first else ''}) to execute")
     done = []
     with _env(WORKBENCH_PROFILE=profile, **quiet_environment()):
         for twin in twins:

@@ -84,7 +84,10 @@ def test_tune_ranker_refuses_a_budget_of_zero_and_bad_spaces() -> None:
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         tune_ranker("nope", df, ITEMS, 2)
     with pytest.raises(ConfigError, match="l2 both searched and fixed"):
-        tune_ranker("ease", df, ITEMS, 2, fixed={"l2": 3.0})
+        tune_ranker("ease", df, ITEMS, 2, space={"l2": FloatRange(1.0, 10.0)}, fixed={"l2": 3.0})
+    # fixing a parameter of the spec's own space takes it out of the search
+    only_fixed = tune_ranker("ease", df, ITEMS, 3, fixed={"l2": 3.0})
+    assert only_fixed.params == {"l2": 3.0} and len(only_fixed.trials) == 1
     with pytest.raises(ConfigError, match="low < high"):
         FloatRange(2.0, 1.0)
     with pytest.raises(ConfigError, match="low > 0"):

@@ -129,8 +129,8 @@ def tune_ranker(
     """Choose `model`'s hyperparameters on a validation split carved from `train` (see the module doc).
 
     `budget` trials (>= 1) of optuna's seeded TPE sampler over `space` (default:
-    the spec's); `fixed` parameters are passed to every trial and kept in the
-    result. Returns the best trial's parameters (ties: the earlier trial).
+    the spec's, less the `fixed` ones); `fixed` parameters are passed to every trial
+    and kept in the result; an explicit `space` that also holds one is a ConfigError. Returns the best trial's parameters (ties: the earlier trial).
     """
     import optuna
 
@@ -138,8 +138,9 @@ def tune_ranker(
         raise ConfigError(f"tune_ranker: budget={budget!r}; expected at least 1 trial (the search needs "
                           "something to choose from)")
     spec = ranker_spec(model)
-    space = dict(spec.space if space is None else space)
     fixed = dict(fixed or {})
+    # a fixed parameter leaves the spec's own space; a space given explicitly must not hold one
+    space = {n: p for n, p in spec.space.items() if n not in fixed} if space is None else dict(space)
     overlap = sorted(set(space) & set(fixed))
     if overlap:
         raise ConfigError(f"tune_ranker: {', '.join(overlap)} both searched and fixed; expected one or the other")
