@@ -192,6 +192,34 @@ def _as_matrix(vectors: Any, what: str) -> np.ndarray:
     return arr
 
 
+def inner_product_items(vectors: np.ndarray) -> np.ndarray:
+    """Item vectors for maximum-inner-product search through this module's cosine indexes.
+
+    Each row gets one more coordinate, sqrt(M**2 - |x|**2) with M the largest row
+    norm, so every row has norm M; with `inner_product_queries` (a 0 in that
+    coordinate) the cosine of query and item is q.x / (|q| M): per query, the same
+    order as the inner product (the MIPS-to-nearest-neighbour reduction of
+    Bachrach et al., 2014). What a two-tower stage needs, whose scores are
+    unnormalised dot products (`Ranker.two_tower`).
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ConfigError(f"inner_product_items: expected a non-empty (n, d) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ConfigError("inner_product_items: item vectors hold NaN or inf; expected finite values")
+    sq = (x * x).sum(axis=1)
+    extra = np.sqrt(np.maximum(sq.max() - sq, 0.0))
+    return np.ascontiguousarray(np.concatenate([x, extra[:, None]], axis=1), dtype=np.float32)
+
+
+def inner_product_queries(vectors: np.ndarray) -> np.ndarray:
+    """Query vectors for an index built on `inner_product_items`: a 0 appended to each row."""
+    q = np.asarray(vectors, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    return np.ascontiguousarray(np.concatenate([q, np.zeros((q.shape[0], 1), np.float32)], axis=1))
+
+
 def _normalise(arr: np.ndarray, what: str, names: Sequence[str] | None = None) -> np.ndarray:
     """L2-normalise rows; NaN/inf and zero rows cannot be, so they are errors naming the rows."""
     finite = np.isfinite(arr).all(axis=1)

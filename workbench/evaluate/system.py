@@ -213,12 +213,15 @@ def next_item_task(
     item_vectors: np.ndarray,
     last_n: int = 5,
     name: str = "next_item",
+    user_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> QueryTask:
-    """Next-item task per test user: query = mean of the last ``last_n`` training items' vectors.
+    """Next-item task per test user: query = mean of the last ``last_n`` training items' vectors,
+    or ``user_vectors(users)`` (a ranker's own user representation, two-tower style).
 
     Users with no training history cannot form a query vector and are left
     out (their count is in ``task.info["users_without_history"]``). Training
     items of each user are excluded from retrieval; test items are relevant.
+    ``task.info["query"]`` says which query vectors the task holds.
     """
     if last_n < 1:
         raise ConfigError(f"last_n={last_n}: expected a positive integer")
@@ -253,12 +256,19 @@ def next_item_task(
         .with_columns(pl.int_range(pl.len()).over("_row").alias("_pos"))
         .filter(pl.col("_pos") < last_n)
     )
-    vec = np.asarray(item_vectors, dtype=np.float32)
-    rows, cols = recent["_row"].to_numpy(), recent["_col"].to_numpy()
-    sums = np.zeros((n_u, vec.shape[1]), dtype=np.float64)
-    np.add.at(sums, rows, vec[cols])
-    counts = np.bincount(rows, minlength=n_u)[:, None]
-    vectors = (sums / np.maximum(counts, 1)).astype(np.float32)
+    if user_vectors is not None:
+        vectors = np.asarray(user_vectors(users), dtype=np.float32)
+        if vectors.shape[0] != n_u:
+            raise EvaluationError(f"user_vectors gave {vectors.shape[0]} rows for {n_u} users; expected one each")
+        query = "ranker user vectors"
+    else:
+        vec = np.asarray(item_vectors, dtype=np.float32)
+        rows, cols = recent["_row"].to_numpy(), recent["_col"].to_numpy()
+        sums = np.zeros((n_u, vec.shape[1]), dtype=np.float64)
+        np.add.at(sums, rows, vec[cols])
+        counts = np.bincount(rows, minlength=n_u)[:, None]
+        vectors = (sums / np.maximum(counts, 1)).astype(np.float32)
+        query = f"mean of the last {last_n} items' vectors"
 
     def csr(df: pl.DataFrame) -> sp.csr_matrix:
         m = sp.csr_matrix(
@@ -280,7 +290,7 @@ def next_item_task(
         rel,
         users.tolist(),
         exclude=exclude,
-        info={"users_without_history": int((~has_history).sum()), "last_n": last_n},
+        info={"users_without_history": int((~has_history).sum()), "last_n": last_n, "query": query},
     )
 
 
@@ -407,8 +417,16 @@ def evaluate_two_stage(
     config: SystemConfig | None = None,
     exact_index: Retriever | None = None,
     item_weights: pl.DataFrame | None = None,
+    full_ranking: np.ndarray | None = None,
 ) -> TwoStageResult:
-    """Run both stages on every query of ``task`` (batched) and score them."""
+    """Run both stages on every query of ``task`` (batched) and score them.
+
+    ``full_ranking`` (optional, (n_queries, >= candidates) item columns in the index's
+    order, best first, excluded items left out): what the ranker alone lists when it
+    scores every item. Reported as the ``full_ranking`` stage, and
+    ``vs_full_ranking`` holds the two-stage system's share of it (candidate recall
+    over full-ranking recall@candidates, final metrics over full-ranking ones).
+    """
     cfg = config or SystemConfig()
     if len(index.item_ids) != task.relevance.shape[1]:
         raise EvaluationError(
@@ -435,6 +453,17 @@ def evaluate_two_stage(
         "retrieval": {**stage1, "candidate_recall": cand_recall},
         "reranked": stage2,
     }
+    if full_ranking is not None:
+        full = np.asarray(full_ranking, dtype=np.int64)
+        if full.ndim != 2 or full.shape[0] != len(task.query_ids) or full.shape[1] < cfg.candidates:
+            raise ConfigError(
+                f"full_ranking has {full.shape[0] if full.ndim else 0} rows of "
+                f"{full.shape[1] if full.ndim == 2 else 0} items; expected {len(task.query_ids)} rows "
+                f"(one per query) of at least {cfg.candidates} (the candidates)")
+        per_stage["full_ranking"] = {
+            **ranking_metrics(full[:, : cfg.k], task.relevance, ks=ks, **mkw),
+            **ranking_metrics(full, task.relevance, ks=(cfg.candidates,), metrics=("recall",), **mkw),
+        }
     if exact_index is not None:
         ex, _ = retrieve(exact_index, task.vectors, cfg.candidates, task.exclude, task.texts)
         ex_rec = ranking_metrics(
@@ -452,6 +481,12 @@ def evaluate_two_stage(
         intervals[stage] = {m: ci.as_dict() for m, ci in cis.items()}
     if exact_index is not None:
         metrics["exact_retrieval"]["ann_recall"] = _ann_recall(cand, ex)
+    if full_ranking is not None:
+        ref = metrics["full_ranking"]
+        pairs = {"candidate_recall": (metrics["retrieval"]["candidate_recall"], ref[f"recall@{cfg.candidates}"]),
+                 **{m: (metrics["reranked"][m], ref[m]) for m in metrics["reranked"]}}
+        # a share of nothing is undefined: left out rather than written as NaN
+        metrics["vs_full_ranking"] = {m: a / b for m, (a, b) in sorted(pairs.items()) if b > 0}
 
     head = f"ndcg@{cfg.k}"
     comp = paired_comparison(

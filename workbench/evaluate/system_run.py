@@ -149,6 +149,15 @@ class SystemRun:
                     f"{exact_rec:.3f}); the ANN index finds {ann:.3f} of the exact top "
                     f"{res.config.candidates}.</p>"
                 )
+            if "vs_full_ranking" in res.metrics:
+                share, full = res.metrics["vs_full_ranking"], res.metrics["full_ranking"]
+                head = f"ndcg@{res.config.k}"
+                extra += (
+                    f"<p>Against the ranker alone scoring every item: stage 1 keeps "
+                    f"{share.get('candidate_recall', float('nan')):.2f} of its recall@{res.config.candidates} "
+                    f"({full[f'recall@{res.config.candidates}']:.3f}); the final list reaches "
+                    f"{share.get(head, float('nan')):.2f} of its {head} ({full[head]:.3f}).</p>"
+                )
             sections.append(
                 (
                     f"{name}: metrics with 95% bootstrap intervals",
@@ -176,6 +185,7 @@ class SystemRun:
 
         rows = [("search system", self.notes.get("search_system", self.info.get("search_system", "–"))),
                 ("stage 1", f"{self.info.get('index', '?')} over {self.info.get('n_items', '?')} items"),
+                *([("next item, stage 1", self.info["next_item_stage1"])] if "next_item_stage1" in self.info else []),
                 ("stage 2 ranker", self.ranker_source)]
         fp = self.ranker_fingerprint or {}
         if fp:
@@ -264,7 +274,14 @@ def evaluate_system(
     """Load the artefacts, evaluate both tasks, time single queries, break down by modality."""
     from workbench.catalog import read_catalog
     from workbench.catalog.profiling import has_rows
-    from workbench.index import IndexConfig, build_index, load_index, read_item_embeddings
+    from workbench.index import (
+        IndexConfig,
+        build_index,
+        inner_product_items,
+        inner_product_queries,
+        load_index,
+        read_item_embeddings,
+    )
 
     cfg = config or SystemRunConfig()
     work = Path(work_dir)
@@ -352,12 +369,39 @@ def evaluate_system(
         if cfg.max_users is not None:
             users = test["user_id"].unique().sort().head(cfg.max_users)
             test = test.filter(pl.col("user_id").is_in(users))
-        task = next_item_task(split.train, test, item_ids, vectors, last_n=cfg.last_n)
+        towers = ranker.two_tower_items()
+        if towers is None:
+            # no two-tower form (popularity, EASE, item-kNN): the user is the mean of recent items
+            task = next_item_task(split.train, test, item_ids, vectors, last_n=cfg.last_n)
+            tasks["next_item"] = evaluate_two_stage(task, index, ranker, scfg, exact, weights)
+            latency["next_item"] = measure_latency(
+                task, index, ranker, scfg, n_queries=cfg.latency_queries, progress=progress
+            )
+            info["next_item_stage1"] = f"{info['index']} over the fused item vectors, query: {task.info['query']}"
+        else:
+            # Two-tower: the ranker's user vector against an index of its own item vectors
+            # (inner product, reduced to the cosine the indexes compute); stage 2 re-scores.
+            tower_items = inner_product_items(towers[ranker.item_index(item_ids)])  # index column order
+            tower_index = build_index(item_ids, tower_items, IndexConfig.for_size(len(item_ids), device=cfg.device))
+            tower_exact = build_index(item_ids, tower_items, IndexConfig(kind="exact", device=cfg.device))
+
+            def user_query(users: np.ndarray) -> np.ndarray:
+                return inner_product_queries(ranker.two_tower_users(users))
+
+            task = next_item_task(split.train, test, item_ids, vectors, last_n=cfg.last_n, user_vectors=user_query)
+            full = ranker.recommend(task.query_ids, scfg.candidates, exclude_seen=True)
+            in_index = ranker.item_index(item_ids)  # the ranker's row of each index column
+            column_of = np.full(len(ranker.item_ids), -1, dtype=np.int64)
+            column_of[in_index] = np.arange(len(item_ids))
+            columns = np.where(full.indices >= 0, column_of[np.maximum(full.indices, 0)], -1)
+            tasks["next_item"] = evaluate_two_stage(task, tower_index, ranker, scfg, tower_exact, weights,
+                                                    full_ranking=columns)
+            latency["next_item"] = measure_latency(
+                task, tower_index, ranker, scfg, n_queries=cfg.latency_queries,
+                encode=lambda i: user_query(task.query_ids[i : i + 1]), progress=progress)
+            info["next_item_stage1"] = (f"{type(tower_index).__name__} over the {cfg.ranker} ranker's item vectors, "
+                                        f"query: its user vector (two-tower)")
         info["next_item_users_without_history"] = task.info["users_without_history"]
-        tasks["next_item"] = evaluate_two_stage(task, index, ranker, scfg, exact, weights)
-        latency["next_item"] = measure_latency(
-            task, index, ranker, scfg, n_queries=cfg.latency_queries, progress=progress
-        )
     if not tasks:
         raise EvaluationError(
             f"{cat.root}: neither queries with qrels nor interactions: nothing to evaluate"

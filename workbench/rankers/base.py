@@ -110,6 +110,7 @@ class Ranker(ABC):
         self.user_ids: np.ndarray | None = None
         self.history: list[dict[str, Any]] = []  # per-epoch records of trained rankers
         self.fingerprint: TrainingFingerprint | None = None  # what it was fitted on
+        self._tower: torch.Tensor | None = None  # item factors of the two-tower form, once computed
 
     # ----------------------------------------------------------------- fitting
     def fit(
@@ -127,6 +128,7 @@ class Ranker(ABC):
         if df.height == 0:
             raise CatalogError("interactions: empty; a ranker needs at least one training interaction")
         self._set_vocab(df, items)
+        self._tower = None
         if item_embeddings is not None:
             item_embeddings = np.asarray(item_embeddings, dtype=np.float32)
             if item_embeddings.shape[0] != len(self.item_ids):
@@ -211,6 +213,15 @@ class Ranker(ABC):
     def _scores(self, users: torch.Tensor) -> torch.Tensor:
         """(b, n_items) float scores for warm user indices `users` (a tensor on the device)."""
 
+    def _item_factors(self) -> torch.Tensor | None:
+        """(n_items, d) item factors V with `_scores(users) == _user_factors(users, V) @ V.T`, or
+        None when the scores are not a dot product (popularity, EASE, item-kNN)."""
+        return None
+
+    def _user_factors(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(b, d) user factors for warm users, given `_item_factors()`."""
+        raise NotImplementedError(f"{type(self).__name__} has no two-tower form")
+
     # ----------------------------------------------------------------- lookup
     def _check_fitted(self) -> None:
         if self.item_ids is None:
@@ -277,6 +288,44 @@ class Ranker(ABC):
             full = self._batch_scores(users[start:stop], cold[start:stop])
             picked = full.gather(1, cols[start:stop]) if per_row else full[:, cols]
             out[start:stop] = picked.cpu().numpy()
+        return out
+
+    def two_tower_items(self) -> np.ndarray | None:
+        """(n_items, d + 1) float32 item vectors whose dot products with `two_tower_users` are
+        `score`, rows in `item_ids` order; None for a ranker whose scores are not a dot product.
+
+        What a two-tower retrieval stage needs: the items go into an inner-product index
+        once (`workbench.index.inner_product_items`), a user's vector is computed per
+        request. The last coordinate is the training popularity: cold users, whose
+        vector is 1 there and 0 elsewhere, retrieve by it, as `score` serves them.
+        Computed once per fitted model and kept.
+        """
+        self._check_fitted()
+        if self._tower is None:
+            with torch.no_grad():
+                items = self._item_factors()
+            if items is None:
+                return None
+            self._tower = items.detach()
+        pop = torch.as_tensor(self._popularity, device=self._tower.device)[:, None]
+        return torch.cat([self._tower.float(), pop], 1).cpu().numpy()
+
+    def two_tower_users(self, user_ids: Sequence[str] | np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """(n, d + 1) float32 user vectors for `two_tower_items` (see there); a ranker without a
+        two-tower form raises `ConfigError`."""
+        if self._tower is None and self.two_tower_items() is None:
+            raise ConfigError(f"{self.name} ranker: its scores are not a dot product of user and item "
+                              "vectors; there is no two-tower form to retrieve with")
+        users, cold = self.user_index(user_ids)
+        d = self._tower.shape[1]
+        out = np.zeros((len(users), d + 1), dtype=np.float32)
+        warm = np.flatnonzero(~cold)
+        with torch.no_grad():
+            for start in range(0, len(warm), batch_size):
+                rows = warm[start:start + batch_size]
+                u = torch.from_numpy(users[rows]).to(self.device)
+                out[rows, :d] = self._user_factors(u, self._tower).float().cpu().numpy()
+        out[cold, d] = 1.0
         return out
 
     def recommend(

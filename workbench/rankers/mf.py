@@ -210,6 +210,15 @@ class BPRRanker(TrainedRanker):
         self.model.eval()
         return self.model.all_scores(users)
 
+    def _item_factors(self) -> Tensor:
+        self.model.eval()
+        v = self.model.item.weight
+        return v if self.model.bias is None else torch.cat([v, self.model.bias.weight], 1)
+
+    def _user_factors(self, users: Tensor, items: Tensor) -> Tensor:
+        u = self.model.user(users)
+        return u if self.model.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], 1)
+
     def item_factors(self) -> np.ndarray:
         """(n_items, dim) item factors, rows aligned with `item_ids`."""
         self._check_fitted()

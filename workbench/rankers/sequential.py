@@ -367,6 +367,20 @@ class SequentialRanker(TrainedRanker):
         self.model.eval()
         return self.model.all_scores(self._history_windows[users])
 
+    # The two-tower form has the terms of SASRecModel.all_scores: the state after the last item
+    # . the item vectors (+ the item bias as one more coordinate).
+    def _item_factors(self) -> Tensor:
+        self.model.eval()
+        vectors, bias = self.model.item_vectors()[1:], self.model.item_biases()
+        return vectors if bias is None else torch.cat([vectors, bias[1:, None]], 1)
+
+    def _user_factors(self, users: Tensor, items: Tensor) -> Tensor:
+        dim = self.model.pos.embedding_dim
+        # item_vectors() again, from the kept factors: the padding row is zero
+        vectors = torch.cat([torch.zeros_like(items[:1, :dim]), items[:, :dim]])
+        u = self.model.user_states(self._history_windows[users], vectors)[:, -1]
+        return u if items.shape[1] == dim else torch.cat([u, torch.ones_like(u[:, :1])], 1)
+
     def _saved_tensors(self) -> dict[str, Tensor]:
         # The user is their last window of training items: scoring needs it, not the rows.
         return {**super()._saved_tensors(), f"{STATE_PREFIX}history_windows": self._history_windows}

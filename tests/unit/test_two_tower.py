@@ -1,0 +1,100 @@
+"""The rankers' two-tower form (user vectors . item vectors == score) and the two-stage
+next-item evaluation that retrieves with it through an inner-product index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.unit.test_rankers import ITEMS, quick_train, two_tastes
+from workbench.errors import ConfigError
+from workbench.evaluate.splits import leave_last_out
+from workbench.evaluate.system import SystemConfig, evaluate_two_stage, next_item_task
+from workbench.index import IndexConfig, build_index, inner_product_items, inner_product_queries
+from workbench.rankers import (
+    BPRConfig,
+    BPRRanker,
+    EASERanker,
+    PopularityRanker,
+    SequentialConfig,
+    SequentialRanker,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _content(n: int = len(ITEMS)) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n, 6)).astype(np.float32)
+
+
+def _fitted(df=None):
+    df = two_tastes() if df is None else df
+    bpr = BPRRanker(BPRConfig(dim=8, train=quick_train(3))).fit(df, ITEMS)
+    seq = SequentialRanker(SequentialConfig(dim=8, max_len=4, item_bias=True, history_pool=True,
+                                            train=quick_train(3))).fit(df, ITEMS, item_embeddings=_content())
+    return df, {"bpr": bpr, "sequential": seq}
+
+
+def test_two_tower_vectors_reproduce_the_scores_for_warm_and_cold_users() -> None:
+    _, rankers = _fitted()
+    users = np.array(["u0", "u1", "u7", "nobody"])  # the last one was never seen: popularity
+    for name, ranker in rankers.items():
+        items = ranker.two_tower_items()
+        vecs = ranker.two_tower_users(users)
+        assert items.shape == (len(ITEMS), vecs.shape[1]) and items.dtype == np.float32
+        np.testing.assert_allclose(vecs @ items.T, ranker.score(users, ITEMS), rtol=1e-4, atol=1e-4,
+                                   err_msg=name)
+        assert vecs[-1, :-1].sum() == 0 and vecs[-1, -1] == 1.0  # the cold user: popularity only
+        np.testing.assert_allclose(items[:, -1], ranker.popularity_scores())
+        # computed once and kept: a second call gives the same item matrix
+        np.testing.assert_array_equal(ranker.two_tower_items(), items)
+
+
+def test_rankers_without_a_dot_product_have_no_two_tower_form() -> None:
+    df = two_tastes()
+    for ranker in (PopularityRanker().fit(df, ITEMS), EASERanker().fit(df, ITEMS)):
+        assert ranker.two_tower_items() is None
+        with pytest.raises(ConfigError, match="not a dot product"):
+            ranker.two_tower_users(["u0"])
+
+
+def test_inner_product_reduction_keeps_the_inner_product_order() -> None:
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(200, 5)) * rng.uniform(0.1, 3.0, size=(200, 1))  # very unequal norms
+    queries = rng.normal(size=(7, 5))
+    index = build_index([f"i{j}" for j in range(200)], inner_product_items(items), IndexConfig(kind="exact"))
+    got, _ = index.search_indices(inner_product_queries(queries), 20)
+    want = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :20]
+    np.testing.assert_array_equal(got, want)
+    # every augmented row has the largest norm; the query coordinate is 0
+    assert np.allclose(np.linalg.norm(inner_product_items(items), axis=1), np.linalg.norm(items, axis=1).max())
+    with pytest.raises(ConfigError, match="NaN or inf"):
+        inner_product_items(np.array([[1.0, np.nan]]))
+
+
+def test_two_stage_next_item_with_the_rankers_own_vectors_matches_full_ranking() -> None:
+    split = leave_last_out(two_tastes())
+    _, rankers = _fitted(split.train)
+    ranker = rankers["sequential"]
+    item_ids = np.asarray(ITEMS)
+    index = build_index(item_ids, inner_product_items(ranker.two_tower_items()), IndexConfig(kind="exact"))
+    task = next_item_task(split.train, split.test, item_ids, _content(), last_n=3,
+                          user_vectors=lambda users: inner_product_queries(ranker.two_tower_users(users)))
+    assert task.info["query"] == "ranker user vectors"
+    cfg = SystemConfig(k=3, candidates=5, alpha=1.0, n_resamples=50)
+    full = ranker.recommend(task.query_ids, cfg.candidates, exclude_seen=True).indices
+    res = evaluate_two_stage(task, index, ranker, cfg, full_ranking=full)
+    # exact inner-product retrieval of the ranker's own vectors is the ranker's full ranking
+    assert res.metrics["retrieval"]["candidate_recall"] == pytest.approx(res.metrics["full_ranking"]["recall@5"])
+    assert res.metrics["reranked"]["ndcg@3"] == pytest.approx(res.metrics["full_ranking"]["ndcg@3"])
+    assert res.metrics["full_ranking"]["recall@5"] > 0  # the test is not vacuous
+    assert res.metrics["vs_full_ranking"]["candidate_recall"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="full_ranking has 2 rows"):
+        evaluate_two_stage(task, index, ranker, cfg, full_ranking=full[:2])
