@@ -98,3 +98,19 @@ def test_two_stage_next_item_with_the_rankers_own_vectors_matches_full_ranking()
     assert res.metrics["vs_full_ranking"]["candidate_recall"] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="full_ranking has 2 rows"):
         evaluate_two_stage(task, index, ranker, cfg, full_ranking=full[:2])
+
+
+def test_candidate_scores_agree_with_full_scores_and_follow_weight_changes() -> None:
+    _, rankers = _fitted()
+    seq = rankers["sequential"]
+    users = np.array(["u0", "u3", "nobody"])
+    cands = np.array([ITEMS[:4], ITEMS[4:8], ITEMS[8:]])
+    full = seq.score(users, ITEMS)
+    picked = np.take_along_axis(full, seq.item_index(cands), axis=1)
+    np.testing.assert_allclose(seq.score(users, cands), picked, rtol=1e-5, atol=1e-6)
+    # the kept item vectors are recomputed once the weights change
+    with torch.no_grad():
+        seq.model.fused_proj.weight.mul_(2.0)
+    full = seq.score(users, ITEMS)
+    np.testing.assert_allclose(seq.score(users, cands), np.take_along_axis(full, seq.item_index(cands), axis=1),
+                               rtol=1e-5, atol=1e-6)

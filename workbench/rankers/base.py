@@ -285,9 +285,28 @@ class Ranker(ABC):
         cols = torch.from_numpy(items).to(self.device)
         for start in range(0, len(users), batch_size):
             stop = min(start + batch_size, len(users))
-            full = self._batch_scores(users[start:stop], cold[start:stop])
-            picked = full.gather(1, cols[start:stop]) if per_row else full[:, cols]
+            if per_row:
+                picked = self._batch_candidate_scores(users[start:stop], cold[start:stop], cols[start:stop])
+            else:
+                picked = self._batch_scores(users[start:stop], cold[start:stop])[:, cols]
             out[start:stop] = picked.cpu().numpy()
+        return out
+
+    def _candidate_scores(self, users: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(b, m) scores of each warm user's own candidates `cols` (b, m). By default the full
+        scores, gathered; a ranker that can score a few items without scoring all overrides it
+        (re-ranking a request's candidates then costs O(candidates), not O(items))."""
+        return self._scores(users).gather(1, cols)
+
+    def _batch_candidate_scores(self, users: np.ndarray, cold: np.ndarray, cols: torch.Tensor) -> torch.Tensor:
+        """(b, m) float32 candidate scores: the model's for warm users, popularity for cold ones."""
+        out = self._fallback[cols].clone()
+        warm = np.flatnonzero(~cold)
+        if len(warm):
+            rows = torch.from_numpy(warm).to(self.device)
+            u = torch.from_numpy(users[warm]).to(self.device)
+            with torch.no_grad():
+                out[rows] = self._candidate_scores(u, cols[rows]).float()
         return out
 
     def two_tower_items(self) -> np.ndarray | None:

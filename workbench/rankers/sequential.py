@@ -367,6 +367,27 @@ class SequentialRanker(TrainedRanker):
         self.model.eval()
         return self.model.all_scores(self._history_windows[users])
 
+    def _candidate_scores(self, users: Tensor, cols: Tensor) -> Tensor:
+        # the terms of SASRecModel.all_scores, for the candidates only; the item vectors are
+        # kept while the weights do not change (the content projection of every item would
+        # otherwise dominate a request's cost on a large catalog)
+        vectors, bias = self._eval_item_vectors()
+        h = self.model.user_states(self._history_windows[users], vectors)[:, -1]
+        s = torch.einsum("bd,bmd->bm", h, vectors[1:][cols])
+        return s if bias is None else s + bias[1:][cols]
+
+    def _eval_item_vectors(self) -> tuple[Tensor, Tensor | None]:
+        """(item vectors (n_items + 1, dim), item biases or None) of the model in eval mode, computed
+        once per state of its weights (keyed on the parameters' in-place version counters)."""
+        self.model.eval()
+        key = (id(self.model), *(p._version for p in self.model.parameters()))
+        cached = getattr(self, "_vectors_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.model.item_vectors(), self.model.item_biases())
+            self._vectors_cache = cached
+        return cached[1], cached[2]
+
     # The two-tower form has the terms of SASRecModel.all_scores: the state after the last item
     # . the item vectors (+ the item bias as one more coordinate).
     def _item_factors(self) -> Tensor:
