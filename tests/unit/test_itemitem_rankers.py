@@ -50,6 +50,16 @@ def test_ease_is_the_closed_form_with_a_zero_diagonal() -> None:
     users = [f"u{u}" for u in range(40)]
     np.testing.assert_allclose(ease.score(users, ITEMS), dense_history(ease, users) @ w, rtol=1e-4, atol=1e-5)
     assert hit_rate_in_group(ease) >= 0.9 > hit_rate_in_group(PopularityRanker().fit(df, ITEMS))
+    # EDLAE's emphasised dropout: item i's L2 weight is l2 + p / (1 - p) * its count
+    edlae = EASERanker(EASEConfig(l2=5.0, dropout=0.5, device="cpu")).fit(df, ITEMS)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + np.diag(5.0 + 1.0 * np.diag(gram)))
+    w = -p / np.diag(p)[None, :]
+    np.fill_diagonal(w, 0.0)
+    np.testing.assert_allclose(edlae.weights.numpy(), w, rtol=1e-4, atol=1e-6)
+    for bad in (-0.1, 1.0, "0.5"):
+        with pytest.raises(ConfigError, match="dropout=.*expected a probability in"):
+            EASEConfig(dropout=bad).validate()
 
 
 def test_itemknn_keeps_the_k_most_cosine_similar_items() -> None:
@@ -141,7 +151,7 @@ def test_make_ranker_knows_the_registry_and_refuses_unknown_names_and_parameters
     assert (bpr.config.dim, bpr.config.train.epochs, bpr.config.train.lr, bpr.config.train.seed) == (8, 2, 0.01, 3)
     with pytest.raises(ConfigError, match="unknown model 'knn': expected one of popularity, bpr, sequential, ease, itemknn"):
         make_ranker("knn")
-    with pytest.raises(ConfigError, match=r"ease: unknown parameter\(s\) epochs, lr; expected l2, max_items"):
+    with pytest.raises(ConfigError, match=r"ease: unknown parameter\(s\) epochs, lr; expected dropout, l2, max_items"):
         make_ranker("ease", epochs=3, lr=0.1)
     with pytest.raises(ConfigError, match="no hyperparameters"):
         make_ranker("popularity", k=3)

@@ -106,7 +106,7 @@ MODELS: dict[str, RankerSpec] = {
         trained=True),
     "ease": RankerSpec(
         "ease", lambda kw, _train, device: EASERanker(EASEConfig(**kw, device=device)), EASEConfig, False,
-        space={"l2": FloatRange(1.0, 5000.0, log=True)}),
+        space={"l2": FloatRange(1.0, 5000.0, log=True), "dropout": FloatRange(0.0, 0.8)}),
     "itemknn": RankerSpec(
         "itemknn", lambda kw, _train, device: ItemKNNRanker(ItemKNNConfig(**kw, device=device)),
         ItemKNNConfig, False,
