@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ from workbench.index import (  # noqa: E402
     choose_setting,
     config_for_setting,
     recall_at_k,
+    scann_kernels,
+    search_grid,
     sweep,
 )
 
@@ -104,26 +107,17 @@ def bench_exact(ids, x, q, k, repeats):
     }
 
 
-def bench_scann(ids, x, q, k, exact, target, repeats):
+def bench_scann(ids, x, q, k, exact, target, repeats, num_leaves=None, dims_per_block=(2,),
+                anisotropic_threshold=(0.2,)):
     base = IndexConfig.for_size(len(x), kind="scann")
-    rows = sweep(
-        ids,
-        x,
-        q,
-        k=k,
-        config=base,
-        exact=exact,
-        repeats=repeats,
-        # a geometric grid of leaves: fine at the low end, up to every leaf on small data
-        leaves_to_search=sorted(
-            {
-                max(1, round(base.num_leaves * f))
-                for f in (0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.15)
-                + ((0.3, 0.6, 1.0) if base.num_leaves < 100 else ())
-            }
-        ),
-        reorder=[20, 50, 100, 200],
-    )
+    leaf_counts = sorted(set(num_leaves or [base.num_leaves]))
+    rows = []
+    for nl in leaf_counts:
+        # the fine query-time grid of workbench.index.search_grid for this partition count
+        leaves, reorder = search_grid(nl, k)
+        rows += sweep(ids, x, q, k=k, config=replace(base, num_leaves=nl), exact=exact, repeats=repeats,
+                      leaves_to_search=leaves, reorder=reorder, dims_per_block=dims_per_block,
+                      anisotropic_threshold=anisotropic_threshold, progress=False)
     chosen = choose_setting(rows, target, k=k)
     gc.collect()
     before = rss_bytes()
@@ -140,8 +134,9 @@ def bench_scann(ids, x, q, k, exact, target, repeats):
         best = min(best, time.perf_counter() - t)
     return rows, {
         "method": "ScaNN (tree + AH + reorder)",
-        "setting": f"leaves={base.num_leaves} search={chosen['leaves_to_search']} "
-        f"reorder={chosen['reorder']}",
+        "setting": f"leaves={chosen['num_leaves']} search={chosen['leaves_to_search']} "
+        f"reorder={chosen['reorder']} block={chosen.get('dims_per_block', base.dims_per_block)} "
+        f"kernels={scann_kernels()}",
         "recall@10": recall_at_k(top, exact, k),
         "qps": len(q) / best,
         "build_s": build_s,
@@ -197,11 +192,17 @@ def run(name, ids, x, q, args) -> dict:
     )
     exact_top, exact = bench_exact(ids, x, q, args.k, args.repeats)
     print(f"  exact: {exact['qps']:,.0f} qps")
-    rows, scann = bench_scann(ids, x, q, args.k, exact_top, args.target, args.repeats)
-    for r in rows:
+    rows, scann = bench_scann(ids, x, q, args.k, exact_top, args.target, args.repeats, args.num_leaves,
+                              args.dims_per_block, args.anisotropic_threshold)
+    # the fastest few settings meeting the target, and the closest misses (the grid is large)
+    key = f"recall@{args.k}"
+    meeting = sorted((r for r in rows if r[key] >= args.target), key=lambda r: -r["qps"])[:8]
+    missing = sorted((r for r in rows if r[key] < args.target), key=lambda r: -r[key])[:3]
+    print(f"  scann: {len(rows)} settings swept; fastest meeting the target, then the closest misses:")
+    for r in meeting + missing:
         print(
-            f"  scann leaves={r['leaves_to_search']:4d} reorder={r['reorder']:4d} "
-            f"recall@10={r['recall@10']:.4f} qps={r['qps']:,.0f}"
+            f"  scann leaves={r['num_leaves']:5d} search={r['leaves_to_search']:4d} reorder={r['reorder']:4d} "
+            f"block={r.get('dims_per_block', 2)} recall@10={r[key]:.4f} qps={r['qps']:,.0f}"
         )
     results = [exact, scann]
     if not args.skip_hnsw:
@@ -257,6 +258,12 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--hnsw-ef-construction", type=int, default=100)
     p.add_argument("--skip-hnsw", action="store_true")
+    p.add_argument("--num-leaves", type=int, nargs="+", default=None,
+                   help="ScaNN partition counts to sweep (default: IndexConfig.for_size's)")
+    p.add_argument("--dims-per-block", type=int, nargs="+", default=[2, 4],
+                   help="asymmetric-hashing dimensions per code block to sweep")
+    p.add_argument("--anisotropic-threshold", type=float, nargs="+", default=[0.2],
+                   help="anisotropic quantisation thresholds to sweep")
     p.add_argument(
         "--embeddings",
         type=Path,
