@@ -2,7 +2,7 @@
 
 Builders return figures and tables and never show them. `save_figure_html` writes
 self-contained HTML (plotly.js inlined, fixed `div_id`, atomic write); scatter
-figures built with thumbnails get a small side image that follows the hovered point
+figures built with thumbnails show the hovered point's image beside the cursor
 (plotly's hover labels cannot hold images, so a few lines of JS do it offline).
 
 UMAP is seeded (`random_state`, one thread) so layouts repeat run to run. Its numba
@@ -282,20 +282,51 @@ def embedding_scatter(
     return fig
 
 
-_THUMB_JS = """
-var gd = document.getElementById('{plot_id}');
-var img = document.createElement('img');
-img.id = '{plot_id}-thumbnail';
-img.style.cssText = 'position:fixed;top:12px;right:12px;width:96px;height:96px;' +
-  'image-rendering:pixelated;border:1px solid #999;background:#fff;display:none;z-index:10';
-document.body.appendChild(img);
-gd.on('plotly_hover', function (ev) {
-  var cd = ev.points[0].customdata;
-  var src = Array.isArray(cd) ? cd[0] : cd;
-  if (src) { img.src = src; img.style.display = 'block'; }
-});
-gd.on('plotly_unhover', function () { img.style.display = 'none'; });
+# The hover thumbnail: a small image beside the cursor, on its left where plotly's
+# hover label is not (on its right near the window's left edge) while a point with a thumbnail is hovered. `lookup` turns
+# customdata[0] into a URI: the report keeps each thumbnail once and stores its
+# index there (workbench.report); a standalone page stores the URI itself.
+THUMBNAIL_HOVER_JS = """
+function wbThumbnailHover(gd, lookup) {
+  var img = document.createElement('img');
+  img.id = gd.id + '-thumbnail';
+  img.className = 'wb-thumbnail';
+  img.alt = '';
+  img.style.cssText = 'position:fixed;width:96px;height:96px;image-rendering:pixelated;' +
+    'border:1px solid #999;background:#fff;display:none;z-index:10;pointer-events:none;' +
+    'box-shadow:0 2px 6px rgba(0,0,0,.25)';
+  document.body.appendChild(img);
+  function place(x, y) {
+    // Left of the cursor: plotly puts its hover label on the right.
+    var gap = 18, w = 98, h = 98;
+    var left = x - gap - w, top = y - h / 2;
+    if (left < 0) left = x + gap;
+    if (top + h > window.innerHeight) top = window.innerHeight - h;
+    img.style.left = Math.max(0, left) + 'px';
+    img.style.top = Math.max(0, top) + 'px';
+  }
+  gd.addEventListener('mousemove', function (e) {
+    if (img.style.display === 'block') place(e.clientX, e.clientY);
+  });
+  gd.on('plotly_hover', function (ev) {
+    var cd = ev.points[0].customdata;
+    var src = Array.isArray(cd) ? cd[0] : cd;
+    if (lookup && typeof src === 'number') src = lookup[src];
+    if (!src) return;
+    img.src = src;
+    img.style.display = 'block';
+    var e = ev.event;
+    if (e && e.clientX !== undefined) {
+      place(e.clientX, e.clientY);
+    } else {
+      var r = gd.getBoundingClientRect();
+      place(r.right - 120, r.top + 8);
+    }
+  });
+  gd.on('plotly_unhover', function () { img.style.display = 'none'; });
+}
 """
+_THUMB_JS = THUMBNAIL_HOVER_JS + "wbThumbnailHover(document.getElementById('{plot_id}'));\n"
 
 
 def _has_thumbnails(fig: go.Figure) -> bool:

@@ -91,16 +91,20 @@ def test_scatter_colours_hover_and_thumbnails(tmp_path):
 
     out = save_figure_html(fig, tmp_path / "atlas.html", div_id="atlas-fused")
     html = out.read_text()
-    assert 'id="atlas-fused"' in html and "atlas-fused-thumbnail" in html
+    assert 'id="atlas-fused"' in html
+    # the hover thumbnail (an <img id="atlas-fused-thumbnail">) follows the cursor
+    assert "wbThumbnailHover(document.getElementById('atlas-fused'))" in html
+    assert "e.clientX" in html and "top:12px" not in html
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inlined: offline
     again = save_figure_html(fig, tmp_path / "again.html", div_id="atlas-fused").read_text()
     assert again == html  # fixed div id: byte-identical reruns
     plain = save_figure_html(by_price, tmp_path / "plain.html", div_id="p").read_text()
-    assert "p-thumbnail" not in plain
+    assert "wbThumbnailHover" not in plain
     page = save_figures_html({"m-a": fig, "m-b": by_price}, tmp_path / "page.html", "maps")
     text = page.read_text()
-    assert 'id="m-a"' in text and 'id="m-b"' in text and "m-a-thumbnail" in text
-    assert "m-b-thumbnail" not in text and "<title>maps</title>" in text
+    assert 'id="m-a"' in text and 'id="m-b"' in text
+    assert "getElementById('m-a'))" in text and "getElementById('m-b'))" not in text
+    assert "<title>maps</title>" in text
     assert text.count("Plotly=") == html.count("Plotly=")  # plotly.js once
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "again.html",
