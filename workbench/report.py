@@ -21,7 +21,10 @@
   their own copy of plotly.js), no external URLs, no web fonts (system font
   stack only). When the run validated its catalog (``<source_dir>/validation.json``,
   written by ``workbench run``), the page opens with that outcome, and says
-  plainly when problems were overridden with ``--allow-problems``.
+  plainly when problems were overridden with ``--allow-problems``. Then the
+  summary (:mod:`workbench.report_summary`): the chosen search system against
+  the best single modality and BM25, rankers against popularity, whether
+  re-ranking helps, the index's recall and speed, what the catalog lacked.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 
 from workbench.errors import EvaluationError
 from workbench.files import write_text_atomic
+from workbench.report_summary import summary_html, summary_lines
 from workbench.reproducibility import environment, split_timings
 
 NOTEBOOK_STEMS = (
@@ -73,6 +77,8 @@ __all__ = [
     "render_value",
     "split_timings",
     "interval_table",
+    "summary_html",
+    "summary_lines",
     "to_jsonable",
     "write_json",
     "write_report",
@@ -242,6 +248,9 @@ th { background: #f2f5fa; }
 nav a { margin-right: 0.8rem; }
 pre { background: #f6f8fa; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; }
 .figure { margin: 0.8rem 0 1.4rem; }
+dl.summary-list { background: #f2f7f2; border-left: 4px solid #3c9a5f; padding: 0.5rem 0.9rem; margin: 0.6rem 0; }
+dl.summary-list dt { font-weight: 600; margin-top: 0.45rem; }
+dl.summary-list dd { margin: 0.1rem 0 0 1rem; }
 """
 
 
@@ -389,6 +398,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     run_name = run_name or out.name
     stages = collect_stage_outputs(source_dir if source_dir is not None else out)
+    # The summary reads the notebooks' own numbers, timings (queries/s) included.
+    summary = summary_lines({stem: entry["metrics"] for stem, entry in stages.items()}, results)
     # Timings the earlier notebooks put in their metrics (queries/s, seconds) vary
     # run to run: they move to timings.json so metrics.json stays byte-identical.
     notebook_timings = {}
@@ -440,6 +451,7 @@ def write_report(
 
     if validation is not None:
         section("Catalog validation", validation_html(validation))
+    section("Summary", summary_html(summary))
     for heading, content in sections:
         section(heading, content)
     if figures:

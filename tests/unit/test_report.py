@@ -257,3 +257,162 @@ def test_the_search_selection_is_stated_first_in_its_section(tmp_path):
     assert "One modality alone, text, is best on this catalog: no fusion helped." in page
     assert "vs BM25 (bm25): +0.1000 (95% CI +0.0200 to +0.1800, p=0.010): better" in page
     assert "text ◀ chosen" in page and page.index("text ◀ chosen") < page.index("bm25</td>")
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def _fusion_metrics(chosen="fused/mlp", chosen_kind="learned"):
+    def row(kind, v, lo, hi):
+        return {"kind": kind, "ndcg@10": v, "ndcg@10_low": lo, "ndcg@10_high": hi, "recall@10": v / 2, "n": 37}
+
+    def cmp(a, diff, lo, hi, p):
+        return {"name_a": a, "name_b": chosen, "metric": "ndcg@10", "diff": diff, "low": lo, "high": hi,
+                "p_value": p, "confidence": 0.95, "n": 37}
+
+    test = {"text": row("single", 0.5111, 0.4511, 0.5711), "image": row("single", 0.3222, 0.2622, 0.3822),
+            "bm25": row("lexical", 0.4333, 0.3733, 0.4933)}
+    if chosen not in test:
+        test[chosen] = row(chosen_kind, 0.6444, 0.5844, 0.7044)
+    comps = {"vs BM25": cmp("bm25", 0.2111, 0.1511, 0.2711, 0.0004)}
+    if chosen == "text":
+        comps["vs best single modality"] = cmp("image", 0.1889, 0.1289, 0.2489, 0.0004)
+    else:
+        comps["vs best single modality"] = cmp("text", 0.0133, -0.0207, 0.0473, 0.4321)
+    return {"chosen": chosen, "n_test_queries": 37, "ndcg@10": {k: v["ndcg@10"] for k, v in test.items()},
+            "selection": {"chosen": chosen, "metric": "ndcg@10", "fallback": False,
+                          "reason": "highest ndcg@10 on 33 validation queries (0.7777)",
+                          "test": test, "comparisons": comps,
+                          "validation": {k: {"kind": v["kind"], "ndcg@10": v["ndcg@10"]} for k, v in test.items()}}}
+
+
+RANKERS = {
+    "catalog": {"popularity": {"ndcg@10": 0.0211}, "sequential": {"ndcg@10": 0.1477},
+                "bpr": {"ndcg@10": 0.0312}, "oracle": {"ndcg@10": 0.2954}},
+    "baselines": {"ease": {"ndcg@10": 0.0413}},
+}
+INDEX = {"chosen": {"leaves_to_search": 7, "num_leaves": 31, "recall@10": 0.9612, "reorder": 40,
+                    "meets_target": True},
+         "chosen_qps": 12345.6, "exact_qps": 2469.1, "k": 10, "n_items": 4321, "n_queries": 555,
+         "recall_target": 0.95}
+CATALOG = {"counts": {"products": 4321, "interactions": 8765, "queries": 222, "qrels": 999},
+           "modality_coverage": {"text": 1.0, "image": 0.876, "audio": 0.5}, "users": 432}
+
+
+def _paired(a, b, lo, hi, p, n):
+    return {"name_a": "retrieval only", "name_b": "retrieval + re-ranking", "metric": "ndcg@10",
+            "mean_a": a, "mean_b": b, "diff": b - a, "low": lo, "high": hi, "p_value": p, "n": n,
+            "confidence": 0.95}
+
+
+TWO_STAGE = {
+    "queries": {"comparison": _paired(0.6444, 0.6111, -0.0533, -0.0133, 0.0123, 37),
+                "config": {"candidates": 60},
+                "metrics": {"exact_retrieval": {"ann_recall": 0.9345}}},
+    "next_item": {"comparison": _paired(0.1111, 0.1555, 0.0222, 0.0666, 0.0021, 432),
+                  "config": {"candidates": 60}, "metrics": {}},
+}
+
+
+def _text(topics):
+    return {topic: " ".join(lines) for topic, lines in topics}
+
+
+def test_summary_reads_every_number_from_the_metrics():
+    from workbench.report import summary_lines
+
+    nb = {"01_catalog": CATALOG, "03_fusion": _fusion_metrics(), "05_rankers": RANKERS,
+          "06_scann_index": INDEX}
+    s = _text(summary_lines(nb, TWO_STAGE))
+    assert list(s) == ["Search system", "Rankers", "Re-ranking", "Index", "Catalog"]
+    search = s["Search system"]
+    assert "ndcg@10 on 37 test queries, 95% intervals" in search
+    assert "chosen fused/mlp 0.644 [0.584, 0.704]" in search
+    assert "best single modality text 0.511 [0.451, 0.571]" in search
+    assert "BM25 0.433 [0.373, 0.493]" in search
+    assert "fused/mlp is not clearly different from the best single modality, text (+0.013, 95% CI -0.021 to +0.047, p=0.432)" in search
+    assert "fused/mlp beats BM25 by 0.211 (95% CI +0.151 to +0.271, p<0.001)" in search
+    assert "highest ndcg@10 on 33 validation queries (0.7777)" in search
+    rankers = s["Rankers"]
+    assert "sequential 0.148, EASE 0.041, BPR 0.031 against popularity 0.021" in rankers
+    assert "sequential is the best ranker, 7.0× popularity's ndcg@10 (+0.127)" in rankers
+    assert ("Oracle 0.295: the ground truth's own next-item probabilities: what a perfect ranker "
+            "would score; sequential reaches 50% of it") in rankers
+    rerank = s["Re-ranking"]
+    assert "search queries: hurts: ndcg@10 0.644 retrieval only, 0.611 re-ranked" in rerank
+    assert "next item: helps: ndcg@10 0.111 retrieval only, 0.155 re-ranked (+0.044" in rerank
+    assert "p=0.012, 37 queries" in rerank and "432 queries" in rerank
+    index = s["Index"]
+    assert "7 of 31 leaves searched, reorder 40" in index and "recall@10 0.961 on 555 queries" in index
+    assert "target 0.95: met" in index and "over 4,321 items" in index
+    assert "12,346 queries/s against 2,469 for exact search (5.0×)" in index
+    assert "keeps 0.934 of the exact top 60 for search queries" in index
+    cat = s["Catalog"]
+    assert "4,321 products; 432 users with 8,765 interactions; 222 search queries with 999" in cat
+    assert "text 100%, image 88%, audio 50%" in cat and "lacked: nothing" in cat
+
+
+def test_summary_of_a_single_modality_choice_and_a_weak_ranker():
+    from workbench.report import summary_lines
+
+    weak = {"catalog": {"popularity": {"ndcg@10": 0.05}, "bpr": {"ndcg@10": 0.04}}}
+    s = _text(summary_lines({"03_fusion": _fusion_metrics("text"), "05_rankers": weak}, {}))
+    assert "chosen text 0.511 [0.451, 0.571]" in s["Search system"]
+    assert "best single modality" not in s["Search system"].split("Verdict")[0]
+    assert "one modality alone, text, is the best search system on this catalog: no fusion helped" in s["Search system"]
+    assert "text beats the next best single modality, image, by 0.189" in s["Search system"]
+    assert "no ranker beats popularity on this catalog (ndcg@10 0.050)" in s["Rankers"]
+    assert "Oracle" not in s["Rankers"]  # no oracle in the metrics: no oracle line
+
+
+def test_summary_of_absent_and_skipped_stages():
+    from workbench.report import summary_lines
+
+    s = _text(summary_lines({}, {}))  # nothing ran
+    assert "notebook 03 (search system and fusion) did not run" in s["Search system"]
+    assert "notebook 05 (rankers) did not run" in s["Rankers"]
+    assert "Re-ranking: not evaluated in this run" in s["Re-ranking"]
+    assert "notebook 06 (ANN index) did not run" in s["Index"]
+    assert "notebook 01 (catalog profile) did not run" in s["Catalog"]
+
+    # A catalog without interactions or audio: notebook 05 stopped, 07 ran search only.
+    no_users = {"counts": {"products": 50, "interactions": 0, "queries": 20, "qrels": 80},
+                "modality_coverage": {"text": 1.0, "image": 0.9, "audio": 0.0}, "users": 0}
+    why = "this catalog has no interactions, so there is no ranker to train or evaluate"
+    nb = {"01_catalog": no_users, "03_fusion": _fusion_metrics(), "05_rankers": {"skipped": why},
+          "06_scann_index": INDEX}
+    s = _text(summary_lines(nb, {"queries": TWO_STAGE["queries"]}))
+    assert f"Rankers: not evaluated: notebook 05 (rankers) stopped: {why}." == s["Rankers"]
+    assert "Re-ranking, next item: not evaluated (the catalog has no interactions)" in s["Re-ranking"]
+    assert "search queries: hurts" in s["Re-ranking"]
+    cat = s["Catalog"]
+    assert "50 products; 20 search queries with 80 relevance judgements; modalities text 100%, image 90%." in cat
+    assert "audio (no product has it" in cat and "interactions (no rankers and no next-item task)" in cat
+    assert f"Stages skipped: 05 rankers ({why})" in cat
+
+    # No queries: notebook 03 stopped; a stage whose metrics lack the expected keys degrades per line.
+    nb = {"03_fusion": {"skipped": "a fusion is trained on training queries; this catalog has 0 and 0"},
+          "05_rankers": {"catalog": {}}, "06_scann_index": {"k": 10}}
+    s = _text(summary_lines(nb, {"next_item": {"comparison": {"metric": "ndcg@10"}}}))
+    assert "Search: not evaluated: notebook 03 (search system and fusion) stopped: a fusion" in s["Search system"]
+    assert "Rankers: notebook 05 recorded no nDCG" in s["Rankers"]
+    assert "Re-ranking, next item: no paired comparison recorded" in s["Re-ranking"]
+    assert "Index: notebook 06 recorded no chosen setting" in s["Index"]
+
+
+def test_summary_opens_the_report_after_the_validation_notice(tmp_path):
+    run = tmp_path / "run"
+    for stem, metrics in (("01_catalog", CATALOG), ("03_fusion", _fusion_metrics()),
+                          ("05_rankers", {"skipped": "no interactions"}), ("06_scann_index", INDEX)):
+        (run / stem).mkdir(parents=True)
+        (run / stem / "metrics.json").write_text(json.dumps(metrics))
+    (run / "validation.json").write_text(json.dumps({"problems": [], "warnings": [], "allowed": False}))
+    page = write_report(run, results=TWO_STAGE, sections=[("Headline", "<p>details</p>")]).read_text()
+    sections = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', page)
+    assert [h for _, h in sections[:3]] == ["Catalog validation", "Summary", "Headline"]
+    summary = page[page.index('<section id="summary">'):]
+    summary = summary[:summary.index("</section>")]
+    assert "chosen fused/mlp 0.644 [0.584, 0.704]" in summary
+    assert "not evaluated: notebook 05 (rankers) stopped: no interactions" in summary
+    assert "12,346 queries/s" in summary  # the summary reads the timings metrics.json leaves out
+    assert "qps" not in (run / "metrics.json").read_text()
