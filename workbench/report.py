@@ -25,16 +25,34 @@
   summary (:mod:`workbench.report_summary`): the chosen search system against
   the best single modality and BM25, rankers against popularity, whether
   re-ranking helps, the index's recall and speed, what the catalog lacked.
+
+What keeps the page small (a ci run: 13.5 MB before, about 3 MB now):
+
+* plotly.js (4.8 MB) is stored gzip-compressed and base64-encoded (2 MB); the
+  page decompresses it with the browser's own ``DecompressionStream('gzip')``
+  and then draws the figures. Figures are JSON specs
+  (``<script type="application/json" class="wb-figure">``), gzip-packed the
+  same way when large;
+* the atlas's hover thumbnails were repeated in every atlas figure (7 copies
+  of about 1 MB): the page keeps each distinct thumbnail once (packed) and the
+  figures hold its index;
+* scatter figures with more than ``MAX_SCATTER_POINTS`` points keep a sample
+  of that many (the same items in every map, so their thumbnails stay one
+  set), and the figure says so.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
+import gzip
 import hashlib
 import html
 import json
 import math
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -64,14 +82,30 @@ SECTION_TITLES = {
     "05_rankers": "Ranker comparison (05)",
     "06_scann_index": "ANN sweep (06)",
 }
-_MAX_FIGURE_BYTES = 25_000_000  # an atlas with thumbnails is a few MB; refuse absurd files
+# A full-profile atlas (7 maps of 20k items with thumbnails) is ~200 MB; the report keeps a
+# sample of its points. Refuse absurd files.
+_MAX_FIGURE_BYTES = 400_000_000
+MAX_SCATTER_POINTS = 4_000  # per figure in the report; larger scatters keep a sample of this size
+PACK_ABOVE = 16_000  # a figure spec longer than this (characters of JSON) is stored gzip-packed
+# Titles for the figures notebooks save, when the figure has no title of its own.
+FIGURE_FILE_TITLES = {
+    "atlas.html": "Embedding atlas",
+    "probes.html": "Linear probes: what each space encodes",
+    "sweep.html": "ANN sweep: recall against speed",
+    "learning_curves.html": "Ranker learning curves",
+    "ablation.html": "Fusion ablation",
+}
 
 __all__ = [
+    "MAX_SCATTER_POINTS",
     "NOTEBOOK_STEMS",
     "collect_stage_outputs",
     "data_fingerprint",
     "environment",
     "extract_plotly_figures",
+    "figure_title",
+    "report_figure_specs",
+    "report_thumbnails",
     "figures_from_results",
     "modality_figure",
     "render_value",
@@ -79,6 +113,7 @@ __all__ = [
     "interval_table",
     "summary_html",
     "summary_lines",
+    "thin_scatter",
     "to_jsonable",
     "write_json",
     "write_report",
@@ -248,6 +283,8 @@ th { background: #f2f5fa; }
 nav a { margin-right: 0.8rem; }
 pre { background: #f6f8fa; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; }
 .figure { margin: 0.8rem 0 1.4rem; }
+.table-scroll { overflow-x: auto; max-width: 100%; margin: 0.6rem 0 1rem; }
+.table-scroll > table { margin: 0; }
 dl.summary-list { background: #f2f7f2; border-left: 4px solid #3c9a5f; padding: 0.5rem 0.9rem; margin: 0.6rem 0; }
 dl.summary-list dt { font-weight: 600; margin-top: 0.45rem; }
 dl.summary-list dd { margin: 0.1rem 0 0 1rem; }
@@ -339,15 +376,6 @@ def interval_table(
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _figure_html(fig: Any, div_id: str) -> str:
-    return fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config={"displaylogo": False, "responsive": True},
-    )
-
-
 def _rename_div(fragment: str, old: str, new: str) -> str:
     """Give a pulled-in figure a unique id (plotly quotes it both ways; post scripts add suffixes)."""
     if old == new:
@@ -355,6 +383,12 @@ def _rename_div(fragment: str, old: str, new: str) -> str:
     # One pass, so the new id (which starts with the old one) is not renamed again.
     pattern = r"""(["'])""" + re.escape(old) + r"""(?=["'-])"""
     return re.sub(pattern, lambda m: m.group(1) + new, fragment)
+
+
+def _scrolling_tables(content: str) -> str:
+    """Each table in its own horizontally scrolling box, so wide tables never run off the page."""
+    content = re.sub(r"<table\b", '<div class="table-scroll"><table', content)
+    return content.replace("</table>", "</table></div>")
 
 
 def _slug(text: str) -> str:
@@ -365,6 +399,320 @@ def _plotlyjs() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
+
+
+@functools.lru_cache(maxsize=2)
+def _plotlyjs_packed(source: str | None = None) -> str:
+    """plotly.js gzip-compressed and base64-encoded (about 2 MB instead of 4.8)."""
+    return _pack(source if source is not None else _plotlyjs())
+
+
+# --------------------------------------------------------------------------- figures in the page
+
+
+def _pack(text: str) -> str:
+    """gzip (no timestamp, so the same text gives the same bytes) then base64."""
+    return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _unpack(text: str) -> str:
+    return gzip.decompress(base64.b64decode(text)).decode("utf-8")
+
+
+def _script_json(obj: Any) -> str:
+    """Compact JSON safe inside ``<script>``: ``<``, ``>`` and ``&`` only ever occur in strings."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _plain_title(layout: Mapping[str, Any]) -> str | None:
+    title = layout.get("title") if isinstance(layout, Mapping) else None
+    text = title.get("text") if isinstance(title, Mapping) else title
+    if not isinstance(text, str):
+        return None
+    text = re.sub(r"<br\s*/?>", " ", text, flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return " ".join(text.split()) or None
+
+
+def _drop_title(layout: dict[str, Any]) -> None:
+    title = layout.get("title")
+    if isinstance(title, dict):
+        title.pop("text", None)
+    elif isinstance(title, str):
+        layout.pop("title")
+    margin = layout.setdefault("margin", {})
+    if isinstance(margin, dict):
+        margin.setdefault("t", 40)
+
+
+def figure_title(layout: Mapping[str, Any] | None, file: str | None = None) -> str:
+    """A figure's title in words: its own plotly title, else the notebook file's, else the file stem humanised."""
+    if (own := _plain_title(layout or {})) is not None:
+        return own
+    if file is None:
+        return "Figure"
+    if file in FIGURE_FILE_TITLES:
+        return FIGURE_FILE_TITLES[file]
+    stem = Path(file).stem.replace("_", " ").replace("-", " ").strip()
+    return (stem[:1].upper() + stem[1:]) if stem else file
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _decode_at(text: str, pos: int) -> tuple[Any, int]:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return _DECODER.raw_decode(text, pos)
+
+
+def _skip(text: str, pos: int, char: str) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if not text.startswith(char, pos):
+        raise ValueError(f"expected {char!r} at {pos}")
+    return pos + 1
+
+
+def _spec_from_fragment(fragment: str) -> dict[str, Any] | None:
+    """``{"data", "layout", "config", "thumbnails"}`` of a ``fig.to_html`` fragment; None when it is not one.
+
+    The only post-script understood is the atlas's hover thumbnail
+    (:data:`workbench.viz.THUMBNAIL_HOVER_JS`, old or new): the report draws
+    that itself. A figure with any other script is kept as it is.
+    """
+    call = fragment.find("Plotly.newPlot(")
+    if call < 0:
+        return None
+    try:
+        _, pos = _decode_at(fragment, call + len("Plotly.newPlot("))
+        data, pos = _decode_at(fragment, _skip(fragment, pos, ","))
+        layout, pos = _decode_at(fragment, _skip(fragment, pos, ","))
+        config: Any = {}
+        rest = fragment[pos:].lstrip()
+        if rest.startswith(","):
+            config, pos = _decode_at(fragment, _skip(fragment, pos, ","))
+    except ValueError:
+        return None
+    if not isinstance(data, list) or not isinstance(layout, dict) or not isinstance(config, dict):
+        return None
+    tail = fragment[pos:]
+    post = ""
+    if (then := tail.find(".then(function(){")) >= 0:
+        post = tail[then + len(".then(function(){"): tail.rfind("})")]
+    thumbs = "plotly_hover" in post and "-thumbnail" in post
+    if post.strip() and not thumbs:
+        return None
+    meta = layout.get("meta")
+    thumbs = thumbs or (isinstance(meta, Mapping) and bool(meta.get("thumbnails")))
+    return {"data": data, "layout": layout, "config": config, "thumbnails": thumbs}
+
+
+def _spec_from_figure(fig: Any) -> dict[str, Any]:
+    import plotly.io as pio
+
+    doc = json.loads(pio.to_json(fig, validate=False))
+    meta = (doc.get("layout") or {}).get("meta")
+    return {
+        "data": doc.get("data", []),
+        "layout": doc.get("layout", {}),
+        "config": {"displaylogo": False, "responsive": True},
+        "thumbnails": isinstance(meta, Mapping) and bool(meta.get("thumbnails")),
+    }
+
+
+_BDATA_DTYPES = {"u1c": "u1"}  # plotly's Uint8ClampedArray
+
+
+def _array(value: Any) -> np.ndarray | None:
+    """A plotly data array (list, or ``{"dtype", "bdata", "shape"}``) as numpy; None when it is not one."""
+    if isinstance(value, list):
+        return None  # kept as lists: they may mix types
+    if isinstance(value, Mapping) and "bdata" in value and "dtype" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]),
+                            dtype=np.dtype(_BDATA_DTYPES.get(value["dtype"], value["dtype"])))
+        shape = value.get("shape")
+        if shape:
+            dims = [int(d) for d in str(shape).split(",")] if not isinstance(shape, list) else shape
+            arr = arr.reshape(dims)
+        return arr
+    return None
+
+
+def _length(value: Any) -> int | None:
+    if isinstance(value, list):
+        return len(value)
+    arr = _array(value)
+    return None if arr is None else int(arr.shape[0])
+
+
+def _take(value: Any, idx: np.ndarray) -> Any:
+    if isinstance(value, list):
+        return [value[i] for i in idx]
+    arr = _array(value)
+    if arr is None:
+        return value
+    out = np.ascontiguousarray(arr[idx])
+    doc = {"dtype": value["dtype"], "bdata": base64.b64encode(out.tobytes()).decode("ascii")}
+    if out.ndim > 1:
+        doc["shape"] = ",".join(str(d) for d in out.shape)
+    return doc
+
+
+_POINT_KEYS = ("x", "y", "z", "customdata", "text", "hovertext", "ids", "selectedpoints")
+_MARKER_KEYS = ("color", "size", "symbol", "opacity")
+
+
+def _point_key(trace: Mapping[str, Any], i: int) -> str:
+    """What identifies point i across figures: its thumbnail or hover data (the same item in every map)."""
+    rows = trace.get("customdata")
+    if isinstance(rows, list) and i < len(rows):
+        row = rows[i]
+        if isinstance(row, list) and row and isinstance(row[0], str) and row[0].startswith("data:image/"):
+            return row[0]
+        return json.dumps(row, sort_keys=True, default=str)
+    return f"{trace.get('name')}\x00{i}"
+
+
+def thin_scatter(data: list[dict[str, Any]], limit: int = MAX_SCATTER_POINTS) -> tuple[int, int]:
+    """Keep ``limit`` points of a scatter figure that has more; returns (shown, total).
+
+    The points kept are those whose identity (:func:`_point_key`) hashes lowest,
+    so maps of the same items keep the same sample, and the thumbnails stay one
+    set for all of them.
+    """
+    traces = [t for t in data if isinstance(t, dict) and str(t.get("type", "scatter")).startswith("scatter")]
+    sizes = [_length(t.get("x")) or _length(t.get("y")) or 0 for t in traces]
+    total = sum(sizes)
+    if total <= limit:
+        return total, total
+    hashes = [np.array([zlib.crc32(_point_key(t, i).encode()) for i in range(n)], dtype=np.int64)
+              for t, n in zip(traces, sizes, strict=True)]
+    # Ties at the cut (equal keys) may keep a few more than limit.
+    cut = np.sort(np.concatenate(hashes))[limit - 1]
+    shown = 0
+    for trace, n, h in zip(traces, sizes, hashes, strict=True):
+        idx = np.flatnonzero(h <= cut)
+        shown += idx.size
+        for key in _POINT_KEYS:
+            if key != "selectedpoints" and _length(trace.get(key)) == n:
+                trace[key] = _take(trace[key], idx)
+        marker = trace.get("marker")
+        if isinstance(marker, dict):
+            for key in _MARKER_KEYS:
+                if _length(marker.get(key)) == n:
+                    marker[key] = _take(marker[key], idx)
+        trace.pop("selectedpoints", None)
+    return shown, total
+
+
+def _share_thumbnails(data: list[dict[str, Any]], table: dict[str, int]) -> int:
+    """Replace each ``customdata[0]`` image URI by its index in ``table`` (one copy per distinct image)."""
+    n = 0
+    for trace in data:
+        rows = trace.get("customdata") if isinstance(trace, dict) else None
+        if not isinstance(rows, list):
+            continue
+        for row in rows:
+            if isinstance(row, list) and row and isinstance(row[0], str) and row[0].startswith("data:image/"):
+                row[0] = table.setdefault(row[0], len(table))
+                n += 1
+    return n
+
+
+def _defer_fragment(fragment: str) -> str:
+    """A figure kept as its own HTML: its script waits until the page has unpacked plotly.js."""
+    s_open = fragment.find("<script")
+    body_start = fragment.find(">", s_open) + 1
+    s_close = fragment.rfind("</script>")
+    if s_open < 0 or s_close < body_start:
+        return fragment
+    return (fragment[:s_open] + "<script>window.wbDeferred.push(function () {"
+            + fragment[body_start:s_close] + "\n});</script>" + fragment[s_close + len("</script>"):])
+
+
+def _figure_block(div_id: str, title: str, spec: dict[str, Any] | None, fragment: str | None,
+                  note: str = "", source: str | None = None, level: int = 3) -> str:
+    hint = f' title="saved by the notebook as {html.escape(source)}"' if source else ""
+    head = f"<h{level}{hint}>{html.escape(title)}</h{level}>"
+    note_html = f"<p class='muted'>{html.escape(note)}</p>" if note else ""
+    if spec is None:
+        return f'<div class="figure">{head}{note_html}{_defer_fragment(fragment or "")}</div>'
+    text = _script_json(spec)
+    if len(text) > PACK_ABOVE:
+        payload, kind = _pack(text), "application/gzip-base64"
+    else:
+        payload, kind = text, "application/json"
+    return (
+        f'<div class="figure">{head}{note_html}<div id="{html.escape(div_id)}" class="plotly-graph-div"></div>'
+        f'<script type="{kind}" class="wb-figure" data-div="{html.escape(div_id)}">{payload}</script></div>'
+    )
+
+
+def report_figure_specs(page: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(div_id, spec)`` of every figure the report draws (unpacked): for tests and tools."""
+    out = []
+    for m in re.finditer(
+        r'<script type="(application/json|application/gzip-base64)" class="wb-figure" '
+        r'data-div="([^"]+)">(.*?)</script>', page, flags=re.S
+    ):
+        kind, div_id, payload = m.groups()
+        out.append((html.unescape(div_id), json.loads(payload if kind == "application/json" else _unpack(payload))))
+    return out
+
+
+def report_thumbnails(page: str) -> list[str]:
+    """The page's table of distinct hover thumbnails (data URIs), unpacked."""
+    m = re.search(r'<script type="application/gzip-base64" id="wb-thumbnails">(.*?)</script>', page, flags=re.S)
+    return json.loads(_unpack(m.group(1))) if m else []
+
+
+_LOADER_JS = """
+(function () {
+  function say(msg) {
+    var p = document.createElement('p');
+    p.className = 'warning';
+    p.textContent = msg;
+    document.body.insertBefore(p, document.body.firstChild);
+  }
+  if (typeof DecompressionStream === 'undefined') {
+    say('This browser cannot unpack the figures (it lacks DecompressionStream: Chrome and Edge 80+, ' +
+        'Firefox 113+, Safari 16.4+ have it). The summary and every table are complete.');
+    return;
+  }
+  function unpack(el) {
+    var bin = atob(el.textContent.trim());
+    var bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return new Response(stream).text();
+  }
+  function read(el) {
+    return el.type === 'application/json' ? Promise.resolve(el.textContent) : unpack(el);
+  }
+  async function main() {
+    var lib = document.createElement('script');
+    lib.textContent = await unpack(document.getElementById('wb-plotlyjs'));
+    document.head.appendChild(lib);
+    var table = document.getElementById('wb-thumbnails');
+    var thumbs = table ? JSON.parse(await read(table)) : [];
+    var specs = document.querySelectorAll('script.wb-figure');
+    for (var i = 0; i < specs.length; i++) {
+      var spec = JSON.parse(await read(specs[i]));
+      var gd = document.getElementById(specs[i].dataset.div);
+      await Plotly.newPlot(gd, spec.data, spec.layout, spec.config);
+      if (spec.thumbnails) wbThumbnailHover(gd, thumbs);
+    }
+    window.wbDeferred.forEach(function (f) { f(); });
+    document.body.dataset.figures = 'drawn';
+  }
+  main().catch(function (err) {
+    say('The figures could not be drawn: ' + err);
+    throw err;
+  });
+})();
+"""
 
 
 def write_report(
@@ -442,12 +790,28 @@ def write_report(
     body: list[str] = []
     nav: list[str] = []
 
+    thumbnails: dict[str, int] = {}  # each distinct hover thumbnail once, by its index
+
     def section(heading: str, content: str) -> None:
         anchor = unique_id(_slug(heading))
         nav.append(f'<a href="#{anchor}">{html.escape(heading)}</a>')
         body.append(
-            f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>\n{content}\n</section>'
+            f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>\n{_scrolling_tables(content)}\n</section>'
         )
+
+    def figure(div_id: str, title: str, spec: dict[str, Any] | None, fragment: str | None = None,
+               source: str | None = None, level: int = 3) -> str:
+        note = ""
+        if spec is not None:
+            _drop_title(spec["layout"])  # the heading above says it, in the page's own type
+            shown, total = thin_scatter(spec["data"])
+            if shown < total:
+                where = f"; {source} holds every point" if source else ""
+                note = (f"Showing {shown:,} of {total:,} points (a fixed sample: the same items in "
+                        f"every map){where}.")
+            if spec.get("thumbnails"):
+                _share_thumbnails(spec["data"], thumbnails)
+        return _figure_block(div_id, title, spec, fragment, note, source, level)
 
     if validation is not None:
         section("Catalog validation", validation_html(validation))
@@ -458,9 +822,8 @@ def write_report(
         parts = []
         for fig_title, fig in figures.items():
             div_id = unique_id("fig-" + _slug(fig_title))
-            parts.append(
-                f'<div class="figure"><h3>{html.escape(fig_title)}</h3>{_figure_html(fig, div_id)}</div>'
-            )
+            spec = _spec_from_figure(fig)
+            parts.append(figure(div_id, _plain_title(spec["layout"]) or fig_title, spec))
         section("Figures", "\n".join(parts))
     section(
         "Results (every number, as in metrics.json)", render_value(to_jsonable(results, digits))
@@ -475,12 +838,22 @@ def write_report(
             parts.append(selection_html(metrics["selection"]))
         if metrics is not None:
             parts.append(render_value(metrics))
+        by_file: dict[str, list[dict[str, Any]]] = {}
         for fig in entry["figures"]:
-            new_id = unique_id(fig["div_id"])
-            fragment = _rename_div(fig["html"], fig["div_id"], new_id)
-            parts.append(
-                f'<div class="figure"><p class="muted">{html.escape(fig["file"])}</p>{fragment}</div>'
-            )
+            by_file.setdefault(fig["file"], []).append(fig)
+        for file, figs in by_file.items():
+            if len(figs) > 1:
+                parts.append(f"<h3 title='saved by the notebook as {html.escape(file)}'>"
+                             f"{html.escape(figure_title(None, file))}</h3>")
+            for i, fig in enumerate(figs, 1):
+                new_id = unique_id(fig["div_id"])
+                spec = _spec_from_fragment(fig["html"])
+                layout = spec["layout"] if spec is not None else {}
+                heading = figure_title(layout, file)
+                if len(figs) > 1 and _plain_title(layout) is None:
+                    heading = f"{heading} ({i} of {len(figs)})"
+                fragment = None if spec is not None else _rename_div(fig["html"], fig["div_id"], new_id)
+                parts.append(figure(new_id, heading, spec, fragment, file, 4 if len(figs) > 1 else 3))
         section(
             SECTION_TITLES.get(stem, stem), "\n".join(parts) or "<p class='muted'>no output</p>"
         )
@@ -496,6 +869,13 @@ def write_report(
             + render_value(to_jsonable(all_timings, 3)),
         )
 
+    from workbench.viz import THUMBNAIL_HOVER_JS  # plotly express: imported only to write a page
+
+    thumbs_html = (
+        f'<script type="application/gzip-base64" id="wb-thumbnails">{_pack(_script_json(list(thumbnails)))}</script>\n'
+        if thumbnails
+        else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -503,8 +883,8 @@ def write_report(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}: {html.escape(run_name)}</title>
 <style>{_CSS}</style>
-<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>
-<script>{_plotlyjs()}</script>
+<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}}; window.wbDeferred = [];</script>
+<script>{THUMBNAIL_HOVER_JS}</script>
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
@@ -512,6 +892,8 @@ def write_report(
 {html.escape(str(fingerprint.get("fingerprint", "–"))[:16])}; device {html.escape(_device(env))}</p>
 <nav>{" ".join(nav)}</nav>
 {"".join(body)}
+<script type="application/gzip-base64" id="wb-plotlyjs">{_plotlyjs_packed()}</script>
+{thumbs_html}<script>{_LOADER_JS}</script>
 </body>
 </html>
 """

@@ -8,13 +8,18 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from plotly.offline import get_plotlyjs
 
 from workbench.errors import EvaluationError
 from workbench.report import (
+    _unpack,
     data_fingerprint,
     extract_plotly_figures,
     figures_from_results,
     interval_table,
+    report_figure_specs,
+    report_thumbnails,
+    thin_scatter,
     to_jsonable,
     write_json,
     write_report,
@@ -112,18 +117,20 @@ def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
         timings={"latency": latency},
     )
     page = index.read_text()
-    assert page.count("plotly.js v") == 1  # the library once, inline
+    # The library once, inline, gzip-packed: exactly plotly's own plotly.js once unpacked.
+    assert page.count('id="wb-plotlyjs"') == 1 and "<script src" not in page and "<link" not in page
+    lib = re.search(r'<script type="application/gzip-base64" id="wb-plotlyjs">([^<]*)</script>', page)
+    assert _unpack(lib.group(1)) == get_plotlyjs()
     # plotly.js itself holds link strings (logo, map tiles) it never fetches for
     # these charts: scan the page without the library; the browser test watches
     # the real network traffic.
-    lib_start = page.index("<script>/**")
-    lib_end = page.index("</script>", lib_start)
-    rest = page[:lib_start] + page[lib_end:]
+    rest = page[: lib.start()] + page[lib.end():]
     assert not EXTERNAL.search(rest), EXTERNAL.search(rest).group(0)
-    assert "<script src" not in page and "<link" not in page
-    figs = extract_plotly_figures(page)
+    assert "Plotly.newPlot(" not in rest.replace("Plotly.newPlot(gd", "")  # every figure drawn by the loader
+    figs = report_figure_specs(page)
     ids = [i for i, _ in figs]
     assert len(ids) == 4 and len(set(ids)) == 4  # 2 built here + 2 pulled (duplicate id renamed)
+    assert all(f'<div id="{i}" class="plotly-graph-div">' in page for i in ids)
     assert "0.7731" in page and "Search system and fusion ablation (03)" in page and "ANN sweep (06)" in page
     assert "0.6000 <span class='muted'>[0.5000, 0.7000]</span>" in page
     metrics = json.loads((run / "metrics.json").read_text())
@@ -416,3 +423,137 @@ def test_summary_opens_the_report_after_the_validation_notice(tmp_path):
     assert "not evaluated: notebook 05 (rankers) stopped: no interactions" in summary
     assert "12,346 queries/s" in summary  # the summary reads the timings metrics.json leaves out
     assert "qps" not in (run / "metrics.json").read_text()
+
+
+# --------------------------------------------------------------------------- page: readable and small
+
+
+def _atlas_page(path, n_items, n_maps, thumbnail, seed=0):
+    """An atlas.html as notebook 04 saves it: maps of the same items, each point with its thumbnail."""
+    import polars as pl
+
+    from workbench.viz import embedding_scatter, save_figures_html
+
+    rng = np.random.default_rng(seed)
+    cats = ["apparel", "electronics", "furniture", "kitchen", "sports", "toys"]
+    labels = pl.DataFrame({
+        "title": [f"product {i} of the catalog" for i in range(n_items)],
+        "category": [f"{cats[i % 6]}/leaf{i % 4}" for i in range(n_items)],
+        "top_category": [cats[i % 6] for i in range(n_items)],
+    })
+    thumbs = [thumbnail(i) if i % 10 else None for i in range(n_items)]  # some items have no image
+    maps = {f"atlas-{m}": embedding_scatter(rng.normal(size=(n_items, 2)), labels, color="top_category",
+                                            thumbnails=thumbs, title=f"space {m}, coloured by top_category")
+            for m in range(n_maps)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figures_html(maps, path, "atlas")
+    return thumbs
+
+
+def test_tables_scroll_in_their_own_box_and_figures_have_titles_in_words(tmp_path):
+    from workbench.report import figure_title
+
+    assert figure_title({"title": {"text": "ScaNN: recall<br>against <b>speed</b>"}}, "sweep.html") == \
+        "ScaNN: recall against speed"
+    assert figure_title({}, "atlas.html") == "Embedding atlas"
+    assert figure_title({"title": {"text": ""}}, "learning_curves_v2.html") == "Learning curves v2"
+    run = tmp_path / "run"
+    (run / "05_rankers").mkdir(parents=True)
+    go.Figure(go.Scatter(x=[1, 2], y=[3, 4])).write_html(run / "05_rankers" / "learning_curves.html",
+                                                         include_plotlyjs=True, div_id="lc")
+    wide = {"queries": {"wide": {f"column {i}": float(i) for i in range(40)}}}
+    page = write_report(run, results=wide, sections=[("T", "<table><tr><td>1</td></tr></table>")]).read_text()
+    body = page[page.index("<body>"):]
+    assert body.count("<table") == body.count('<div class="table-scroll"><table') > 2
+    assert body.count("</table></div>") == body.count("</table>")
+    assert ".table-scroll { overflow-x: auto;" in page
+    assert "Ranker learning curves</h3>" in page  # not "learning_curves.html"
+    assert "<p class=\"muted\">learning_curves.html</p>" not in page
+
+
+def test_big_scatters_keep_the_same_sample_of_items_in_every_map(tmp_path):
+    n = 9_000
+    run = tmp_path / "run"
+    thumbs = _atlas_page(run / "04_embedding_space" / "atlas.html", n, 2,
+                         lambda i: f"data:image/jpeg;base64,{i:06d}")
+    saved = (run / "04_embedding_space" / "atlas.html").read_text()
+    assert [i for i, _ in extract_plotly_figures(saved)] == ["atlas-0", "atlas-1"]
+    page = write_report(run, results={}).read_text()
+    specs = dict(report_figure_specs(page))
+    table = report_thumbnails(page)
+    kept = []
+    for m in ("atlas-0", "atlas-1"):
+        rows = [r for t in specs[m]["data"] for r in t["customdata"]]
+        assert len(rows) == sum(len(t["x"]["bdata"]) * 3 // 4 // 8 for t in specs[m]["data"])
+        assert abs(len(rows) - 4_000) <= 5  # MAX_SCATTER_POINTS, ties aside
+        kept.append(sorted(r[1] for r in rows))
+        assert all(isinstance(r[0], int) or r[0] == "" for r in rows)
+    assert kept[0] == kept[1]  # the same items in both maps
+    # each thumbnail once, only those of the points kept
+    assert len(table) == len(set(table)) < 4_000 and set(table) <= set(t for t in thumbs if t)
+    assert "Showing 4,0" in page and "of 9,000 points" in page
+
+
+def test_thin_scatter_takes_binary_arrays_and_lists_alike():
+    x = np.arange(10, dtype="f8")
+    import base64
+
+    data = [{"type": "scatter", "x": {"dtype": "f8", "bdata": base64.b64encode(x.tobytes()).decode()},
+             "y": list(range(10)), "customdata": [[f"c{i}"] for i in range(10)],
+             "marker": {"color": list(range(10)), "size": 3}}]
+    shown, total = thin_scatter(data, limit=4)
+    assert (shown, total) == (4, 10)
+    kept = np.frombuffer(base64.b64decode(data[0]["x"]["bdata"]), dtype="f8").astype(int).tolist()
+    assert kept == data[0]["y"] == data[0]["marker"]["color"] == [int(c[0][1:]) for c in data[0]["customdata"]]
+    assert data[0]["marker"]["size"] == 3
+    assert thin_scatter([{"type": "bar", "x": list(range(9000))}], limit=4) == (0, 0)
+
+
+def test_the_report_of_a_realistic_run_is_under_5_mb(tmp_path):
+    """A ci run's outputs (7 atlas maps of 1000 items with JPEG thumbnails, the probes, sweep and
+    learning-curve pages each with its own plotly.js, the two-stage figures): 13.5 MB before."""
+    from workbench.viz import image_data_uri
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def thumbnail(i):
+        colour = rng.integers(40, 220, size=3)
+        stripes = ((xx + yy * (i % 3)) // (2 + i % 5)) % 2
+        img = colour * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 6, size=(32, 32, 3))
+        return image_data_uri(np.clip(img, 0, 255).astype(np.uint8), size=32, fmt="jpeg")
+
+    run = tmp_path / "run"
+    _atlas_page(run / "04_embedding_space" / "atlas.html", 1000, 7, thumbnail)
+    assert (run / "04_embedding_space" / "atlas.html").stat().st_size > 10_000_000
+    for stem, name in (("04_embedding_space", "probes"), ("06_scann_index", "sweep"),
+                       ("05_rankers", "learning_curves")):
+        (run / stem).mkdir(parents=True, exist_ok=True)
+        fig = go.Figure(go.Scatter(x=rng.uniform(size=100), y=rng.uniform(size=100), mode="markers+text",
+                                   text=[f"setting {i}" for i in range(100)]))
+        fig.write_html(run / stem / f"{name}.html", include_plotlyjs=True, div_id=name)
+    for stem, metrics in (("01_catalog", CATALOG), ("03_fusion", _fusion_metrics()),
+                          ("05_rankers", RANKERS), ("06_scann_index", INDEX)):
+        (run / stem / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
+        (run / stem / "metrics.json").write_text(json.dumps(metrics))
+    results = {task: {**TWO_STAGE[task], "intervals": RESULTS["queries"]["intervals"]} for task in TWO_STAGE}
+    latency = {t: {s: {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0} for s in ("retrieve", "total")}
+               for t in results}
+    index = write_report(run, results=results, figures=figures_from_results(results, latency),
+                         timings={"latency": latency})
+    size = index.stat().st_size
+    assert size < 5_000_000, f"{size:,} bytes"
+    page = index.read_text()
+    assert len(report_figure_specs(page)) == 4 + 7 + 3
+    assert len(report_thumbnails(page)) == 900  # each distinct thumbnail once (1 in 10 items has none)
+
+
+def test_a_figure_with_its_own_script_is_kept_and_waits_for_plotly(tmp_path):
+    (tmp_path / "06_scann_index").mkdir()
+    go.Figure(go.Scatter(x=[1, 2], y=[3, 4])).write_html(
+        tmp_path / "06_scann_index" / "sweep.html", include_plotlyjs=True, div_id="sweep",
+        post_script="window.seen = '{plot_id}';")
+    page = write_report(tmp_path, results={}).read_text()
+    assert report_figure_specs(page) == []
+    assert "window.wbDeferred.push(function () {" in page and "window.seen = 'sweep';" in page
+    assert page.index("window.wbDeferred = []") < page.index("wbDeferred.push")
