@@ -39,6 +39,7 @@ LEAVES_TO_SEARCH = [1, 2, 4, 8, 16, 32, 64]  # clipped to the number of partitio
 REORDER = [10, 20, 50, 100, 200]
 REPEATS = 3  # timed passes per setting (best is kept)
 N_SHOWN = 5  # hits shown per example query
+EXAMPLE_QUERY = "red striped wooden chair"  # the teaching example on the synthetic catalog
 
 # %%
 import json
@@ -49,7 +50,7 @@ import polars as pl
 
 from workbench import viz
 from workbench.catalog import read_catalog, write_json_atomic
-from workbench.catalog.profiling import has_rows
+from workbench.catalog.profiling import ground_truth_marks, has_rows, synthetic_attributes_named
 from workbench.errors import IndexFileError
 from workbench.index import (
     IndexConfig,
@@ -215,8 +216,21 @@ if encoder is None:
 else:
     texts = query_table["text"].head(2).to_list() if query_table is not None else products["title"].head(2).to_list()
     if cat.has_truth:  # the synthetic vocabulary: colour, pattern, material, category
-        texts = ["red striped wooden chair", *texts]
+        texts = [EXAMPLE_QUERY, *texts]
     show_hits(search_by_text(encoder, reloaded, texts, k=N_SHOWN))
+
+# %% [markdown]
+# On the synthetic catalog the ground truth says whether each hit of the teaching
+# example really has what the query asks for: its category, colour, pattern and
+# material, each marked.
+
+# %%
+if encoder is not None and cat.has_truth:
+    named = synthetic_attributes_named(EXAMPLE_QUERY)
+    example_hits = search_by_text(encoder, reloaded, [EXAMPLE_QUERY], k=N_SHOWN)
+    marks = ground_truth_marks(cat, example_hits["item_id"].to_list(), named)
+    print(f"{EXAMPLE_QUERY!r} names {named}")
+    print(marks.with_columns(pl.Series("title", [titles[i][:28] for i in marks["item_id"]])))
 
 # %%
 media = [m for m in ("image", "audio") if encoder is not None and m in encoder.modalities]

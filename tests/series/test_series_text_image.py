@@ -87,7 +87,7 @@ def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
     final = json.loads((reports / "07_evaluation_report" / "metrics.json").read_text())
     assert "queries" in final and "next_item" not in final  # search only: no interactions
     html = (reports / "index.html").read_text()
-    assert "fused/" in html and "Fusion ablation" in html
+    assert "fused/" in html and "Search system and fusion ablation" in html
 
 
 @pytest.mark.realdata
