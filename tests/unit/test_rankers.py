@@ -354,3 +354,49 @@ def test_load_ranker_bad_folders(tmp_path) -> None:
         load_ranker(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="not fitted"):
         PopularityRanker().save(tmp_path / "unfitted")
+
+
+def test_bpr_content_factors_rank_an_item_nobody_clicked_by_its_content(tmp_path) -> None:
+    # i11 never appears in training; its content says it belongs with i6..i10 (the odd users' items)
+    df = two_tastes().filter(pl.col("item_id") != "i11")
+    emb = np.zeros((12, 2), dtype=np.float32)
+    emb[:6, 0], emb[6:, 1] = 1.0, 1.0
+    cfg = BPRConfig(dim=4, l2=1e-4, fused="content", user_profile=True, train=quick_train(30, lr=3e-2))
+    bpr = BPRRanker(cfg).fit(df, ITEMS, item_embeddings=emb)
+    assert bpr.reads_content and not BPRRanker(BPRConfig(train=quick_train(1))).fit(df, ITEMS).reads_content
+    odd, even = [f"u{u}" for u in range(1, 40, 2)], [f"u{u}" for u in range(0, 40, 2)]
+    s_odd, s_even = bpr.score(odd, ["i11"])[:, 0], bpr.score(even, ["i11"])[:, 0]
+    assert s_odd.min() > s_even.max()  # content alone separates the tastes for the new item
+    assert hit_rate_in_group(bpr) >= 0.9
+    # the effective factors include the content part; scores equal factors . user + bias
+    assert bpr.item_factors().shape == (12, 4)
+    back = load_ranker(bpr.save(tmp_path / "bpr"), device="cpu")
+    assert np.array_equal(back.score(odd + even, ITEMS), bpr.score(odd + even, ITEMS)) and back.reads_content
+    with pytest.raises(ConfigError, match="user_profile"):
+        BPRConfig(fused="regularise", user_profile=True).validate()
+    with pytest.raises(ConfigError, match="needs item_embeddings"):
+        BPRRanker(BPRConfig(fused="content", train=quick_train(1))).fit(df, ITEMS)
+
+
+def test_sequential_attention_window_sees_only_the_last_items() -> None:
+    from workbench.rankers.sequential import SASRecModel
+
+    torch.manual_seed(0)
+    model = SASRecModel(n_items=9, max_len=6, dim=8, heads=2, layers=2, dropout=0.0, attention_window=2).eval()
+    a = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    b = torch.tensor([[7, 8, 9, 4, 5, 6]])  # differs only before the last three items
+    with torch.no_grad():
+        ha, hb = model.encode(a), model.encode(b)
+    # 2 layers of a 2-item window: the last state depends on the last 3 items only
+    assert torch.allclose(ha[0, -1], hb[0, -1], atol=1e-6)
+    c = torch.tensor([[1, 2, 3, 9, 5, 6]])  # differs 3 items back: now it must change
+    with torch.no_grad():
+        assert not torch.allclose(model.encode(c)[0, -1], ha[0, -1], atol=1e-4)
+    full = SASRecModel(n_items=9, max_len=6, dim=8, heads=2, layers=2, dropout=0.0).eval()
+    with torch.no_grad():
+        assert not torch.allclose(full.encode(a)[0, -1], full.encode(b)[0, -1], atol=1e-4)
+    with pytest.raises(ConfigError, match="attention_window"):
+        SequentialConfig(attention_window=-1).validate()
+    seq = SequentialRanker(SequentialConfig(max_len=6, dim=8, heads=1, layers=1, attention_window=2,
+                                            train=quick_train(1))).fit(cycles(), ITEMS)
+    assert seq.model.attention_window == 2 and seq.model_config["attention_window"] == 2

@@ -201,6 +201,11 @@ class Ranker(ABC):
         """The popularity of the training data: interaction counts per item."""
         return self._item_counts.astype(np.float32)
 
+    @property
+    def reads_content(self) -> bool:
+        """Whether the fitted ranker scores items from their content (so it can rank unseen items)."""
+        return False
+
     def popularity_scores(self) -> np.ndarray:
         """Scores served to cold users (training popularity)."""
         return self._popularity.copy()

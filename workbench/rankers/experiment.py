@@ -220,13 +220,11 @@ def metrics_table(per_user: Mapping[str, Mapping[str, np.ndarray]], k: int = 10,
 
 
 def cold_start_table(rankers: Mapping[str, Ranker], split: Split, k: int = 10) -> pl.DataFrame:
-    """`cold_start_metrics` of each ranker, with whether it reads item content."""
-    from workbench.rankers.registry import MODELS
-
+    """`cold_start_metrics` of each ranker, with whether it reads item content (`Ranker.reads_content`)."""
     rows = []
     for name, ranker in rankers.items():
         m = cold_start_metrics(ranker, split, k=k)
-        rows.append({"ranker": name, "uses content": MODELS[name].uses_content if name in MODELS else False,
+        rows.append({"ranker": name, "uses content": bool(ranker.reads_content),
                      f"recall@{k}": m[f"recall@{k}"], f"recall@{k} among cold": m[f"recall@{k}_among_cold"],
                      f"cold share of top-{k}": m[f"cold_share@{k}"]})
     return pl.DataFrame(rows)

@@ -13,7 +13,16 @@ column `fused`) can help in two ways (`BPRConfig.fused`):
   embeddings (scaled to `init_std`), so similar-looking items start close;
 * `"regularise"`: a learned linear map W pulls q_i towards W f_i with weight
   `fused_weight`, which keeps rarely-seen items near their content;
-* `"both"`.
+* `"both"`;
+* `"content"`: an item's factors *are* a learned map of its content, W f_i, plus a
+  small ID offset e_i that the L2 keeps near zero (and its bias a content part plus
+  an ID part). With a few clicks per item, ID factors learn little beyond
+  popularity; content factors share what every item of a category, colour or
+  style teaches, so the user factors can learn tastes (VBPR-like, He & McAuley 2016).
+
+With `fused="content"`, `user_profile` adds to each user's factors a learned map of
+the mean content of their training items (their taste as their history shows it), so
+a user's factors need not be learned from their few clicks alone.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from workbench.errors import ConfigError
 from workbench.rankers.base import TrainedRanker
 from workbench.train import TrainConfig
 
-FUSED_MODES = ("none", "init", "regularise", "both")
+FUSED_MODES = ("none", "init", "regularise", "both", "content")
 
 
 def _default_train() -> TrainConfig:
@@ -47,8 +56,9 @@ class BPRConfig:
     n_negatives: int = 1
     item_bias: bool = True
     init_std: float = 0.1
-    fused: str = "none"  # none | init | regularise | both (needs item_embeddings)
+    fused: str = "none"  # none | init | regularise | both | content (needs item_embeddings)
     fused_weight: float = 0.1
+    user_profile: bool = False  # with fused="content": users also get a map of their history's mean content
     train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
@@ -58,41 +68,87 @@ class BPRConfig:
             raise ConfigError(f"BPRConfig: l2={self.l2} and fused_weight={self.fused_weight} must be >= 0")
         if self.fused not in FUSED_MODES:
             raise ConfigError(f"BPRConfig.fused={self.fused!r}: expected one of {', '.join(FUSED_MODES)}")
+        if self.user_profile and self.fused != "content":
+            raise ConfigError(f"BPRConfig.user_profile=True needs fused='content' (got {self.fused!r})")
 
 
 class MFModel(nn.Module):
-    """User and item factors (+ item bias); returns scores, the task owns the loss."""
+    """User and item factors (+ item bias); returns scores, the task owns the loss.
+
+    With `content` (and `fused_dim`), an item's factors are `fused_proj(fused_i)` plus
+    its ID factors (`item`), and its bias a linear map of `fused_i` plus its ID bias.
+    With `user_profile`, a user's factors add `profile_proj(profile_u)`, the buffer
+    `profile` holding the mean content of each user's training items.
+    """
 
     def __init__(self, n_users: int, n_items: int, dim: int, item_bias: bool = True,
-                 init_std: float = 0.1, fused_dim: int = 0) -> None:
+                 init_std: float = 0.1, fused_dim: int = 0, content: bool = False,
+                 user_profile: bool = False) -> None:
         super().__init__()
+        if (content or user_profile) and not fused_dim:
+            raise ConfigError("MFModel: content factors and user profiles need item content (fused_dim > 0)")
+        self.content = content
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
         nn.init.normal_(self.user.weight, std=init_std)
-        nn.init.normal_(self.item.weight, std=init_std)
+        nn.init.normal_(self.item.weight, std=init_std * (0.1 if content else 1.0))
         self.bias = nn.Embedding(n_items, 1) if item_bias else None
         if self.bias is not None:
             nn.init.zeros_(self.bias.weight)
         self.fused_proj = nn.Linear(fused_dim, dim, bias=False) if fused_dim else None
+        self.content_bias = nn.Linear(fused_dim, 1) if (content and item_bias) else None
+        if self.content_bias is not None:
+            nn.init.zeros_(self.content_bias.weight)
+            nn.init.zeros_(self.content_bias.bias)
         self.register_buffer("fused", torch.zeros(n_items if fused_dim else 0, fused_dim))
+        self.profile_proj = nn.Linear(fused_dim, dim, bias=False) if user_profile else None
+        if self.profile_proj is not None:
+            nn.init.zeros_(self.profile_proj.weight)  # starts as plain BPR
+        self.register_buffer("profile", torch.zeros(n_users if user_profile else 0, fused_dim))
+
+    def user_factors(self, users: Tensor) -> Tensor:
+        """Factors of `users` (b,): ID factors plus, with `user_profile`, the mapped history content."""
+        u = self.user(users)
+        if self.profile_proj is not None:
+            u = u + self.profile_proj(self.profile[users])
+        return u
+
+    def item_factors(self, items: Tensor | None = None) -> Tensor:
+        """Factors of `items` (any shape; None: every item, (n_items, dim))."""
+        v = self.item.weight if items is None else self.item(items)
+        if self.content:
+            f = self.fused if items is None else self.fused[items]
+            v = v + self.fused_proj(f)
+        return v
 
     def item_bias(self, items: Tensor) -> Tensor:
         if self.bias is None:
             return torch.zeros(items.shape, device=items.device)
-        return self.bias(items).squeeze(-1)
+        b = self.bias(items).squeeze(-1)
+        if self.content_bias is not None:
+            b = b + self.content_bias(self.fused[items]).squeeze(-1)
+        return b
+
+    def item_biases(self) -> Tensor | None:
+        """(n_items,) every item's bias, or None without `item_bias`."""
+        if self.bias is None:
+            return None
+        b = self.bias.weight[:, 0]
+        return b + self.content_bias(self.fused)[:, 0] if self.content_bias is not None else b
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         """Scores of `items` (b,) or (b, m) for `users` (b,)."""
-        u = self.user(users)
-        v = self.item(items)
+        u = self.user_factors(users)
+        v = self.item_factors(items)
         if items.ndim == 2:
             return torch.einsum("bd,bmd->bm", u, v) + self.item_bias(items)
         return (u * v).sum(-1) + self.item_bias(items)
 
     def all_scores(self, users: Tensor) -> Tensor:
         """(b, n_items) scores against every item: one matrix product."""
-        s = self.user(users) @ self.item.weight.T
-        return s + self.bias.weight.T if self.bias is not None else s
+        s = self.user_factors(users) @ self.item_factors().T
+        bias = self.item_biases()
+        return s + bias[None] if bias is not None else s
 
 
 @dataclass
@@ -109,11 +165,11 @@ class BPRTask:
         bpr = -F.logsigmoid(s_pos[:, None] - s_neg).mean()
         u, p, n = model.user(users), model.item(pos), model.item(neg)
         reg = (u.pow(2).sum(-1) + p.pow(2).sum(-1) + n.pow(2).sum(-1).mean(-1)).mean()
-        if model.bias is not None:
-            reg = reg + model.item_bias(pos).pow(2).mean() + model.item_bias(neg).pow(2).mean()
+        if model.bias is not None:  # the ID part of the bias (a content part is shared, not per item)
+            reg = reg + model.bias(pos).pow(2).mean() + model.bias(neg).pow(2).mean()
         out = {"bpr": bpr, "auc": (s_pos[:, None] > s_neg).float().mean()}
         loss = bpr + self.l2 * reg
-        if self.fused_weight > 0 and model.fused_proj is not None:
+        if self.fused_weight > 0 and model.fused_proj is not None and not model.content:
             content = model.fused_proj(model.fused[pos])
             pull = (p - content).pow(2).sum(-1).mean()
             loss = loss + self.fused_weight * pull
@@ -188,15 +244,19 @@ class BPRRanker(TrainedRanker):
         if use_fused and item_embeddings is None:
             raise ConfigError(f"BPRConfig.fused={cfg.fused!r} needs item_embeddings (the fused item embeddings)")
         regularise = cfg.fused in ("regularise", "both")
-        fused_dim = item_embeddings.shape[1] if (use_fused and regularise) else 0
+        content = cfg.fused == "content"
+        fused_dim = item_embeddings.shape[1] if (use_fused and (regularise or content)) else 0
         model_config = {"n_users": len(self.user_ids), "n_items": len(self.item_ids), "dim": cfg.dim,
-                        "item_bias": cfg.item_bias, "init_std": cfg.init_std, "fused_dim": fused_dim}
+                        "item_bias": cfg.item_bias, "init_std": cfg.init_std, "fused_dim": fused_dim,
+                        "content": content, "user_profile": bool(cfg.user_profile)}
         torch.manual_seed(cfg.train.seed)  # factor init is part of the seeded run
         model = self.build_model(model_config)
         if cfg.fused in ("init", "both"):
             model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
         if fused_dim:
             model.fused.copy_(torch.from_numpy(item_embeddings))
+        if cfg.user_profile:
+            model.profile.copy_(torch.from_numpy(self._user_profiles(item_embeddings)))
         data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives)
         task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
         self._train(model, task, data, model_config)
@@ -204,7 +264,19 @@ class BPRRanker(TrainedRanker):
     @staticmethod
     def build_model(model_config: dict[str, Any]) -> MFModel:
         c = model_config
-        return MFModel(c["n_users"], c["n_items"], c["dim"], c["item_bias"], c["init_std"], c["fused_dim"])
+        # .get: rankers saved before content factors existed load as they were trained
+        return MFModel(c["n_users"], c["n_items"], c["dim"], c["item_bias"], c["init_std"], c["fused_dim"],
+                       c.get("content", False), c.get("user_profile", False))
+
+    def _user_profiles(self, item_embeddings: np.ndarray) -> np.ndarray:
+        """(n_users, d) float32: the mean content row of each user's distinct training items."""
+        seen = self._seen  # binary users x items
+        counts = np.maximum(np.asarray(seen.sum(axis=1)).ravel(), 1.0)
+        return (np.asarray(seen @ item_embeddings) / counts[:, None]).astype(np.float32)
+
+    @property
+    def reads_content(self) -> bool:
+        return self.model is not None and self.model.content
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
@@ -220,6 +292,7 @@ class BPRRanker(TrainedRanker):
         return u if self.model.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], 1)
 
     def item_factors(self) -> np.ndarray:
-        """(n_items, dim) item factors, rows aligned with `item_ids`."""
+        """(n_items, dim) item factors (content part included), rows aligned with `item_ids`."""
         self._check_fitted()
-        return self.model.item.weight.detach().float().cpu().numpy()
+        with torch.no_grad():
+            return self.model.item_factors().detach().float().cpu().numpy()

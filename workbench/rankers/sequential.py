@@ -62,6 +62,9 @@ class SequentialConfig:
     id_dropout: float = 0.0  # share of items whose ID parts are off in each training step
     unseen_from_content: bool = True  # items without training interactions: ID parts off when scoring
     history_pool: bool = False  # add the mapped mean of the history's item vectors (taste) to the user vector
+    # > 0: each position attends to its last `attention_window` items only (the pool still sees all
+    # `max_len`): the next item depends on the last few, the taste on the whole history
+    attention_window: int = 0
     train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
@@ -81,6 +84,8 @@ class SequentialConfig:
             raise ConfigError(f"SequentialConfig.content_hidden={self.content_hidden}: expected >= 0")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError(f"SequentialConfig.id_dropout={self.id_dropout}: expected [0, 1)")
+        if self.attention_window < 0:
+            raise ConfigError(f"SequentialConfig.attention_window={self.attention_window}: expected >= 0 (0: all)")
         if self.id_embeddings is False and not self.use_fused:
             raise ConfigError("SequentialConfig: id_embeddings=False needs use_fused=True (content vectors)")
 
@@ -99,8 +104,10 @@ class SASRecModel(nn.Module):
 
     def __init__(self, n_items: int, max_len: int, dim: int, heads: int, layers: int,
                  dropout: float, fused_dim: int = 0, content_hidden: int = 0,
-                 id_embeddings: bool = True, item_bias: bool = False, history_pool: bool = False) -> None:
+                 id_embeddings: bool = True, item_bias: bool = False, history_pool: bool = False,
+                 attention_window: int = 0) -> None:
         super().__init__()
+        self.attention_window = attention_window
         if not id_embeddings and not fused_dim:
             raise ConfigError("SASRecModel: id_embeddings=False needs content features (fused_dim > 0)")
         self.n_items, self.max_len, self.heads = n_items, max_len, heads
@@ -172,6 +179,8 @@ class SASRecModel(nn.Module):
         # Allowed: earlier-or-same real positions, and always oneself (so no row is all
         # masked: a fully -inf row would give NaN that leaks through 0 * NaN).
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
+        if self.attention_window > 0:  # position t sees t - window + 1 .. t
+            causal = causal.triu(-(self.attention_window - 1))
         allowed = causal[None] & real[:, None, :]
         allowed |= torch.eye(length, dtype=torch.bool, device=seq.device)[None]
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=seq.device)
@@ -333,7 +342,7 @@ class SequentialRanker(TrainedRanker):
                         "fused_dim": fused.shape[1] if fused is not None else 0,
                         "content_hidden": cfg.content_hidden if fused is not None else 0,
                         "id_embeddings": use_ids, "item_bias": cfg.item_bias,
-                        "history_pool": cfg.history_pool}
+                        "history_pool": cfg.history_pool, "attention_window": cfg.attention_window}
         torch.manual_seed(cfg.train.seed)
         model = self.build_model(model_config)
         if fused is not None:
@@ -361,7 +370,12 @@ class SequentialRanker(TrainedRanker):
         # .get: rankers saved before these options existed load as they were trained
         return SASRecModel(c["n_items"], c["max_len"], c["dim"], c["heads"], c["layers"], c["dropout"],
                            c["fused_dim"], c.get("content_hidden", 0), c.get("id_embeddings", True),
-                           c.get("item_bias", False), c.get("history_pool", False))
+                           c.get("item_bias", False), c.get("history_pool", False),
+                           c.get("attention_window", 0))
+
+    @property
+    def reads_content(self) -> bool:
+        return self.model is not None and self.model.fused_proj is not None
 
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
