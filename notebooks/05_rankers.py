@@ -24,7 +24,8 @@
 # MovieLens-100k against Microsoft Recommenders' published table.
 #
 # * **popularity**: everyone gets the most-interacted items;
-# * **BPR**: matrix factorisation, score = user factors · item factors + item bias;
+# * **BPR**: matrix factorisation, score = user factors · item factors + item bias; here the
+#   item factors are a learned map of the item's content features (`fused="content"`);
 # * **EASE**: closed-form item-item ridge regression with a zero diagonal (one L2 weight);
 # * **item-kNN**: cosine similarity of items over users, k neighbours each;
 # * **sequential**: SASRec-style causal self-attention over the user's last items, where
@@ -42,15 +43,18 @@ MOVIELENS_DIR = "../../shared/data/ml-100k"  # point at your own ml-100k folder 
 SEED = 0
 K = 10
 N_BOOT = 1000
-# optuna trials per ranker on the validation split (popularity has nothing to tune)
-TUNE_BUDGET = {"ci": {"bpr": 3, "sequential": 2, "ease": 8, "itemknn": 8},
+# optuna trials per ranker on the validation split (popularity has nothing to tune); on ci the
+# sequence model runs its registry defaults once on validation (each fit is the notebook's costliest step)
+TUNE_BUDGET = {"ci": {"bpr": 3, "sequential": 1, "ease": 4, "itemknn": 4},
                "full": {"bpr": 20, "sequential": 12, "ease": 30, "itemknn": 30}}[PROFILE]
-# parameters held out of the search (the ci profile fixes the costly ones to stay within minutes)
-TUNE_FIXED = {"ci": {"bpr": {"dim": 64, "epochs": 20}, "sequential": {"epochs": 40}},
-              "full": {}}[PROFILE]
+# parameters held out of the search: BPR's item factors are a map of the content features on this
+# catalog (fused="content"); the ci profile also fixes the costly ones to stay within two minutes
+TUNE_FIXED = {"ci": {"bpr": {"fused": "content", "dim": 64, "epochs": 20, "batch_size": 256, "lr": 1e-2},
+                     "sequential": {"epochs": 40}},
+              "full": {"bpr": {"fused": "content", "batch_size": 256}}}[PROFILE]
 COLD_FRACTION = 0.1  # share of items whose every interaction is held out (cold start)
 ML_SEEDS = {"ci": [42], "full": [42, 43, 44]}[PROFILE]
-ML_BUDGET = {"ci": {"popularity": 1, "ease": 6}, "full": {"popularity": 1, "ease": 25, "itemknn": 25, "bpr": 8}}[PROFILE]
+ML_BUDGET = {"ci": {"popularity": 1, "ease": 3}, "full": {"popularity": 1, "ease": 25, "itemknn": 25, "bpr": 8}}[PROFILE]
 ML_FIXED = {"ci": {}, "full": {"bpr": {"dim": 256, "epochs": 60, "n_negatives": 4}}}[PROFILE]
 TORCH_THREADS = {"ci": 1, "full": os.cpu_count() or 1}[PROFILE]  # tiny models on shared cores: 1
 
@@ -194,7 +198,7 @@ apart = ex.ordered_apart(ndcg, ["sequential", "bpr", "popularity"], n_resamples=
 print("sequential > BPR > popularity, intervals apart:", apart)
 if "oracle" in ndcg:
     ratio = float(np.nanmean(ndcg["sequential"]) / np.nanmean(ndcg["oracle"]))
-    print("sequential reaches at least half of the oracle's nDCG@10:", ratio >= 0.5)
+    print(f"sequential reaches {ratio:.2f} of the oracle's nDCG@10; at least 0.6:", ratio >= 0.6)
 
 # %% [markdown]
 # ## Learning curves
@@ -207,21 +211,32 @@ fig.show()
 
 # %% [markdown]
 # ## Reading the table
-# The generator builds in a sequential habit (the next product is often from the
-# *complement* of the previous one's category) on top of stable tastes (categories,
-# colours, materials, styles) and a popularity bias, so the expected order is
-# **sequential > BPR > popularity**, below the oracle. Why the sequence model used to
-# learn little (nDCG@10 0.047, a fifth of the oracle): it learned an ID embedding per item
-# from ~9 clicks each, which memorised the training sequences and drowned the content,
-# and it trained for only 150 optimiser steps. Scoring items by what they are (content
-# vectors, no IDs, a per-item popularity bias), trained long enough, is what lets it
-# generalise the "chair, then a table" habit and the user's tastes to items it has
-# rarely seen. EASE and item-kNN are strong on dense, random splits (MovieLens below) but,
-# like BPR, know nothing about order: with a thousand items and nine thousand clicks,
-# each item's neighbourhood is a few co-clicks. About a third of the held-out items were
-# already seen by their user and are removed from every list (the oracle's too), which
-# caps recall for all. With a few hundred test users the intervals are wide; read
-# differences whose intervals overlap as "not shown".
+# The generator builds in a sequential habit (the next product is from the *complement*
+# of the previous one's category with probability 0.40-0.65) on top of stable tastes
+# (categories, colours, materials, styles) and a popularity bias, so the expected order
+# is **sequential > BPR > popularity**, below the oracle. What we measured on the `ci`
+# catalog (test, 300 users; the settings were chosen on the validation split):
+#
+# * **A ranker that ignores order has a low ceiling here.** The oracle without the
+#   previous item (true tastes and popularity, nothing else) scores nDCG@10 0.069 on the
+#   test split, against 0.224 with it: half of the next items are decided by the habit.
+#   BPR, EASE and item-kNN live under that ceiling, popularity at 0.019.
+# * **BPR learned nothing beyond popularity** (0.020) because its ID factors got ~180
+#   optimiser steps from a small init (20 epochs of 9 batches of 1,024): only the item
+#   biases moved; and with ~9 clicks per product an ID factor has little to learn from.
+#   Content factors (`fused="content"`) with batches of 256 reach 0.031 [0.018, 0.046]:
+#   above popularity, but the intervals still overlap.
+# * **The sequence model** gets ~1,000 steps (batches of 32 windows of 10 items), a
+#   per-item popularity bias and the pooled content of the window (the taste): 0.113,
+#   half of the oracle. Nearly all of its top-10 lies in the complement category of the
+#   last item, which is right; where the held-out item is in that category it scores
+#   0.27 against the oracle's 0.50: it ranks *within* the category worse (it estimates
+#   each product's popularity from ~9 clicks, colour and material only from the fused
+#   embedding); where it is not, it scores 0 (the oracle 0.055).
+#
+# About a third of the held-out items were already seen by their user and are removed
+# from every list (the oracle's too), which caps recall for all. With a few hundred test
+# users the intervals are wide; read differences whose intervals overlap as "not shown".
 
 # %%
 order = sorted(rankers, key=lambda n: -float(np.nanmean(per_user[n][f"ndcg@{K}"])))
@@ -237,8 +252,13 @@ print("order by nDCG@10:", " > ".join(order))
 # (is their order sensible? random is about 10 / the number of cold products). Rankers
 # that only know IDs have no evidence for a product they never saw: popularity ranks it
 # last, EASE and item-kNN give it a zero score and BPR its random initial factors, so
-# they recommend one only by accident. The sequence model scores a new product from its
-# content, as it scores every product.
+# they recommend one only by accident. The sequence model and the content BPR score a new
+# product from its content, as they score every product. Measured on `ci`: both order the
+# cold products well among themselves, but seldom put one in a top-10 list (about 1 % of
+# the slots, for 9 % of the catalog; the oracle's recall@10 here is 0.25). The fused
+# embedding is nearly unique per product, so it also works as an ID: training pushes down
+# the products that never appear, and a new product looks like one of them. The claim
+# below (recall@10 >= 0.05) does not hold with these settings.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -255,7 +275,8 @@ cold_table
 # %%
 # NBVAL_CHECK_OUTPUT
 recall = dict(zip(cold_table["ranker"], cold_table[f"recall@{K}"], strict=True))
-id_only = [n for n in recall if n != "sequential"]
+uses_content = dict(zip(cold_table["ranker"], cold_table["uses content"], strict=True))
+id_only = [n for n in recall if not uses_content[n]]
 print(f"the content ranker recommends new products (recall@{K} >= 0.05):", recall["sequential"] >= 0.05)
 print(f"ID-only rankers ({', '.join(id_only)}) at most a fifth of that:",
       all(recall[n] <= recall["sequential"] / 5 for n in id_only))
