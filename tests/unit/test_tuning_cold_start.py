@@ -86,8 +86,8 @@ def test_tune_ranker_refuses_a_budget_of_zero_and_bad_spaces() -> None:
     with pytest.raises(ConfigError, match="l2 both searched and fixed"):
         tune_ranker("ease", df, ITEMS, 2, space={"l2": FloatRange(1.0, 10.0)}, fixed={"l2": 3.0})
     # fixing a parameter of the spec's own space takes it out of the search
-    only_fixed = tune_ranker("ease", df, ITEMS, 3, fixed={"l2": 3.0})
-    assert only_fixed.params == {"l2": 3.0} and len(only_fixed.trials) == 1
+    only_fixed = tune_ranker("ease", df, ITEMS, 3, fixed={"l2": 3.0, "dropout": 0.2})
+    assert only_fixed.params == {"l2": 3.0, "dropout": 0.2} and len(only_fixed.trials) == 1
     with pytest.raises(ConfigError, match="low < high"):
         FloatRange(2.0, 1.0)
     with pytest.raises(ConfigError, match="low > 0"):
@@ -102,7 +102,7 @@ def test_tune_ranker_chooses_on_validation_carved_from_train_deterministically()
     result = tune_ranker("ease", split.train, ITEMS, budget=5, seed=3)
     again = tune_ranker("ease", split.train, ITEMS, budget=5, seed=3)
     assert result.trials == again.trials and result.params == again.params  # seeded sampler
-    assert len(result.trials) == 5 and result.trials[0]["params"] == {"l2": 300.0}  # the defaults first
+    assert len(result.trials) == 5 and result.trials[0]["params"] == {"l2": 300.0, "dropout": 0.0}  # the defaults first
     assert result.value == max(t["value"] for t in result.trials)
     assert 1.0 <= result.params["l2"] <= 5000.0
     # the validation rows come from train only: each user's last *training* row
@@ -112,7 +112,7 @@ def test_tune_ranker_chooses_on_validation_carved_from_train_deterministically()
     assert result.n_validation_users == val.test["user_id"].n_unique()
     ranker = result.make()
     assert isinstance(ranker, EASERanker) and ranker.config.l2 == result.params["l2"]
-    assert result.table().columns == ["trial", "ndcg@10", "l2"]
+    assert result.table().columns == ["trial", "ndcg@10", "l2", "dropout"]
 
 
 def test_tune_ranker_fixed_parameters_choices_and_a_stratified_validation() -> None:

@@ -37,9 +37,11 @@ def _content(n: int = len(ITEMS)) -> np.ndarray:
 def _fitted(df=None):
     df = two_tastes() if df is None else df
     bpr = BPRRanker(BPRConfig(dim=8, train=quick_train(3))).fit(df, ITEMS)
+    content_bpr = BPRRanker(BPRConfig(dim=8, fused="content", user_profile=True, train=quick_train(3))).fit(
+        df, ITEMS, item_embeddings=_content())
     seq = SequentialRanker(SequentialConfig(dim=8, max_len=4, item_bias=True, history_pool=True,
                                             train=quick_train(3))).fit(df, ITEMS, item_embeddings=_content())
-    return df, {"bpr": bpr, "sequential": seq}
+    return df, {"bpr": bpr, "content bpr": content_bpr, "sequential": seq}
 
 
 def test_two_tower_vectors_reproduce_the_scores_for_warm_and_cold_users() -> None:

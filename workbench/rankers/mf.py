@@ -282,13 +282,14 @@ class BPRRanker(TrainedRanker):
         self.model.eval()
         return self.model.all_scores(users)
 
+    # the terms of MFModel.all_scores: user factors . item factors (+ the bias as one more coordinate)
     def _item_factors(self) -> Tensor:
         self.model.eval()
-        v = self.model.item.weight
-        return v if self.model.bias is None else torch.cat([v, self.model.bias.weight], 1)
+        v, bias = self.model.item_factors(), self.model.item_biases()
+        return v if bias is None else torch.cat([v, bias[:, None]], 1)
 
     def _user_factors(self, users: Tensor, items: Tensor) -> Tensor:
-        u = self.model.user(users)
+        u = self.model.user_factors(users)
         return u if self.model.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], 1)
 
     def item_factors(self) -> np.ndarray:
