@@ -116,7 +116,12 @@ class AlignmentTask:
             return None
         keys = batch["query_idx"].long().unsqueeze(1) * self.n_items + batch["item_idx"].long().unsqueeze(0)
         known = self.positive_keys.to(keys.device, non_blocking=True)
-        return torch.isin(keys, known)
+        if len(known) == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        # The keys are sorted (`positive_keys`): a binary search is what `torch.isin` would do,
+        # without its sort of the whole (B, B) batch each step (most of a fusion epoch on a CPU).
+        at = torch.searchsorted(known, keys).clamp(max=len(known) - 1)
+        return known[at] == keys
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         emb = model(batch)
