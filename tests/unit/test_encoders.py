@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -100,6 +101,20 @@ def test_image_tower_variants():
     x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     out = small.eval()(x)
     assert out.shape == (3, 32) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_colour_histogram_is_scaled_to_the_backbone_features():
+    # balanced by default: sqrt(backbone features / histogram bins), never below 1
+    big = ImageTower(ImageTowerConfig(colour_histogram=4), d=8)  # ResNet-18: 512 features
+    assert big.colour_weight == pytest.approx(math.sqrt(512 / 64))
+    small = ImageTower(ImageTowerConfig(image_size=16, width=4, blocks=(1,), colour_histogram=4), d=8)
+    assert small.colour_weight == 1.0
+    fixed = ImageTower(ImageTowerConfig(image_size=16, width=8, blocks=(1, 1), colour_weight=2.5), d=8)
+    assert fixed.colour_weight == 2.5
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    assert fixed.eval()(x).shape == (2, 8)
+    with pytest.raises(ConfigError, match="colour_weight"):
+        ImageTowerConfig(colour_weight=0.0)
 
 
 def test_image_weights_from_a_local_file(tmp_path):
