@@ -45,9 +45,12 @@ CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
 WORK_DIR = "../data/work/synthetic-" + PROFILE
 REPORT_DIR = "../reports"
 SEED = 0
-EPOCHS = {"ci": 8, "full": 30}[PROFILE]
+EPOCHS = {"ci": 12, "full": 30}[PROFILE]
 BATCH_SIZE = {"ci": 128, "full": 256}[PROFILE]
 LR = {"ci": 5e-3, "full": 1e-3}[PROFILE]
+# Weight of each query <-> single-modality term beside the query <-> mean-of-towers term (1.0):
+# below 1 each tower is asked less to explain the whole query alone and more to add its part.
+QUERY_WEIGHT = 0.3
 N_GALLERY = 3  # query products shown with their 8 nearest neighbours
 CLAIM_MARGIN = 0.1  # a tower "reads an attribute best" only when ahead by this much
 # "pretrained": frozen ImageNet EfficientNet-Lite0 + a trained head; "scratch": a small ResNet
@@ -72,6 +75,7 @@ from workbench.catalog.profiling import (
     label_attributes,
 )
 from workbench.encoders import EncoderConfig, embed_catalog, load_encoder
+from workbench.encoders.alignment import AlignmentConfig
 from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
 from workbench.encoders.recipes import TowerTraining, train_towers
 from workbench.evaluate.metrics import relevance_matrix
@@ -85,7 +89,7 @@ report_dir.mkdir(parents=True, exist_ok=True)
 if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally wrote it
     from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 
-    n_items, n_users, n_queries = {"ci": (1000, 300, 300), "full": (20000, 5000, 2000)}[PROFILE]
+    n_items, n_users, n_queries = {"ci": (1000, 300, 1000), "full": (20000, 5000, 2000)}[PROFILE]
     generate_synthetic(CATALOG_DIR, SyntheticConfig(n_items=n_items, n_users=n_users, n_queries=n_queries, seed=SEED), progress=False)
 cat = read_catalog(CATALOG_DIR)
 modalities = cat.modalities
@@ -99,7 +103,7 @@ if len(modalities) < 2 and not has_rows(cat, "qrels"):
 # %% [markdown]
 # ## Train the towers
 # `EncoderConfig.for_profile` picks the sizes: on `ci` a shared space of
-# d=64, EfficientNet-Lite0 on 128 px images (224 px on `full`, its native size)
+# d=128, EfficientNet-Lite0 on 128 px images (224 px on `full`, its native size)
 # and a 3-layer CNN on 32 mel bands; on `full` d=256. The from-scratch image
 # tower is a 3-stage ResNet of width 8 on 32 px images on `ci`, ResNet-18 (3x3
 # stem, no max-pool) on 64 px on `full`. Training uses the project's one loop
@@ -112,6 +116,7 @@ def tower_training(backbone):
     return TowerTraining(
         encoder=EncoderConfig.for_profile(PROFILE, image_backbone=backbone, modalities=modalities),
         train=TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED),
+        alignment=AlignmentConfig(modalities=modalities, query_weight=QUERY_WEIGHT),
     )
 
 
