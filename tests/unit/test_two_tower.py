@@ -116,3 +116,32 @@ def test_candidate_scores_agree_with_full_scores_and_follow_weight_changes() -> 
     full = seq.score(users, ITEMS)
     np.testing.assert_allclose(seq.score(users, cands), np.take_along_axis(full, seq.item_index(cands), axis=1),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_items_without_training_interactions_are_never_negatives() -> None:
+    from workbench.rankers.mf import BPRDataset
+    from workbench.rankers.sequential import SASRecModel, SequentialTask
+
+    # BPR: negatives are drawn among the items someone interacted with
+    users, items = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 3])
+    torch.manual_seed(0)
+    pool = BPRDataset(users, items, n_items=10, n_negatives=50, unseen_negatives=False)
+    neg = pool.__getitems__(list(range(len(pool))))["neg"]
+    assert set(neg.unique().tolist()) <= {0, 1, 2, 3}
+    everything = BPRDataset(users, items, n_items=10, n_negatives=50)
+    assert set(everything.__getitems__(list(range(len(everything))))["neg"].unique().tolist()) - {0, 1, 2, 3}
+    # the sequence model's softmax: an unseen item gets no gradient as a negative
+    model = SASRecModel(n_items=6, max_len=4, dim=8, heads=2, layers=1, dropout=0.0, fused_dim=3)
+    model.fused[1:] = torch.eye(6, 3) + 0.1
+    model.in_training[5] = False  # item 5 (row 5) never appeared in training
+    batch = {"seq": torch.tensor([[1, 2, 3, 4]]), "target": torch.tensor([[2, 3, 4, 1]])}
+    for unseen, moved in ((False, False), (True, True)):
+        model.zero_grad(set_to_none=True)
+        vectors = model.item_vectors()
+        vectors.retain_grad()
+        task = SequentialTask("softmax", unseen_negatives=unseen)
+        # the loss reads item_vectors() itself: route its gradient through the same tensor
+        model.item_vectors = lambda id_keep=None, v=vectors: v
+        task.loss(model, batch)["loss"].backward()
+        del model.item_vectors
+        assert (vectors.grad[5].abs().sum() > 0) == moved

@@ -59,6 +59,10 @@ class BPRConfig:
     fused: str = "none"  # none | init | regularise | both | content (needs item_embeddings)
     fused_weight: float = 0.1
     user_profile: bool = False  # with fused="content": users also get a map of their history's mean content
+    # draw negatives among items without training interactions too; None: only when the items
+    # are not scored from content (an ID-only model must learn to rank unseen items low; a
+    # content model must not learn to bury new products by their looks)
+    unseen_negatives: bool | None = None
     train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
@@ -182,28 +186,38 @@ class BPRDataset(Dataset):
     """Distinct (user, item) pairs; each fetch draws fresh negatives the user has not seen.
 
     Negatives come from torch's global generator, which `fit` seeds (and DataLoader
-    workers reseed per worker), so runs are reproducible.
+    workers reseed per worker), so runs are reproducible. With `unseen_negatives=False`
+    they are drawn only from items someone interacted with in training: an item nobody
+    has seen is not disliked, and with content factors pushing it down would teach the
+    model to bury new products by what they look like.
     """
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int, n_negatives: int) -> None:
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int, n_negatives: int,
+                 unseen_negatives: bool = True) -> None:
         keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
         self.keys = keys  # sorted: membership by searchsorted
         self.users = torch.from_numpy(keys // n_items)
         self.items = torch.from_numpy(keys % n_items)
         self.n_items, self.n_negatives = n_items, n_negatives
+        self.pool = None if unseen_negatives else torch.unique(self.items)
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _draw(self, shape: tuple[int, ...]) -> Tensor:
+        if self.pool is None:
+            return torch.randint(0, self.n_items, shape)
+        return self.pool[torch.randint(0, len(self.pool), shape)]
+
     def _negatives(self, users: Tensor) -> Tensor:
-        neg = torch.randint(0, self.n_items, (len(users), self.n_negatives))
+        neg = self._draw((len(users), self.n_negatives))
         for _ in range(20):  # resample the (rare) negatives the user has seen
             probe = users[:, None].numpy() * self.n_items + neg.numpy()
             pos = np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)
             clash = torch.from_numpy(self.keys[pos] == probe)
             if not clash.any():
                 break
-            neg[clash] = torch.randint(0, self.n_items, (int(clash.sum()),))
+            neg[clash] = self._draw((int(clash.sum()),))
         return neg
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
@@ -257,7 +271,8 @@ class BPRRanker(TrainedRanker):
             model.fused.copy_(torch.from_numpy(item_embeddings))
         if cfg.user_profile:
             model.profile.copy_(torch.from_numpy(self._user_profiles(item_embeddings)))
-        data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives)
+        data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives,
+                          unseen_negatives=not content if cfg.unseen_negatives is None else cfg.unseen_negatives)
         task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
         self._train(model, task, data, model_config)
 

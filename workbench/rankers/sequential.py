@@ -61,6 +61,10 @@ class SequentialConfig:
     item_bias: bool = False  # a per-item score offset (content part + ID part)
     id_dropout: float = 0.0  # share of items whose ID parts are off in each training step
     unseen_from_content: bool = True  # items without training interactions: ID parts off when scoring
+    # Items nobody interacted with in training as negatives of the softmax. None: only without
+    # content vectors. With them, unseen items would be pushed down by what they look like,
+    # the very thing a new product is recommended by (unseen is not disliked).
+    unseen_negatives: bool | None = None
     history_pool: bool = False  # add the mapped mean of the history's item vectors (taste) to the user vector
     # > 0: each position attends to its last `attention_window` items only (the pool still sees all
     # `max_len`): the next item depends on the last few, the taste on the whole history
@@ -135,6 +139,8 @@ class SASRecModel(nn.Module):
         # 1 = use the item's ID parts; the ranker zeroes items unseen in training
         # (not saved: the ranker derives it from its saved item counts)
         self.register_buffer("id_keep", torch.ones(n_items + 1), persistent=False)
+        # which items had training interactions (the ranker sets it; row 0 = padding); not saved
+        self.register_buffer("in_training", torch.ones(n_items + 1, dtype=torch.bool), persistent=False)
         layer = nn.TransformerEncoderLayer(dim, heads, dim * 2, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -227,6 +233,7 @@ class SequentialTask:
     loss_kind: str = "softmax"
     n_negatives: int = 256
     id_dropout: float = 0.0
+    unseen_negatives: bool = False  # see SequentialConfig.unseen_negatives
 
     def loss(self, model: SASRecModel, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         seq, target = batch["seq"], batch["target"]
@@ -242,6 +249,8 @@ class SequentialTask:
             logits = hv @ vectors[1:].T
             if bias is not None:
                 logits = logits + bias[1:]
+            if not self.unseen_negatives:  # targets are training items, so never masked
+                logits = logits.masked_fill(~model.in_training[1:], float("-inf"))
             loss = F.cross_entropy(logits.float(), tv - 1)
             acc = (logits.argmax(-1) == tv - 1).float().mean()
             return {"loss": loss, "acc@1": acc}
@@ -252,6 +261,8 @@ class SequentialTask:
             if bias is not None:
                 pos_logit, neg_logit = pos_logit + bias[tv][:, None], neg_logit + bias[neg][None]
             neg_logit = neg_logit.masked_fill(neg[None] == tv[:, None], float("-inf"))
+            if not self.unseen_negatives:
+                neg_logit = neg_logit.masked_fill(~model.in_training[neg][None], float("-inf"))
             logits = torch.cat([pos_logit, neg_logit], 1).float()
             zeros = torch.zeros(len(tv), dtype=torch.long, device=seq.device)
             return {"loss": F.cross_entropy(logits, zeros),
@@ -349,7 +360,8 @@ class SequentialRanker(TrainedRanker):
             model.fused[1:] = torch.from_numpy(fused)
         self._set_id_keep(model)
         self._history_windows = torch.from_numpy(last_window(seqs, cfg.max_len)).to(self.device)
-        task = SequentialTask(self.loss_kind(), cfg.n_negatives, cfg.id_dropout)
+        unseen_negatives = fused is None if cfg.unseen_negatives is None else cfg.unseen_negatives
+        task = SequentialTask(self.loss_kind(), cfg.n_negatives, cfg.id_dropout, unseen_negatives)
         self._train(model, task, data, model_config)
 
     def _set_id_keep(self, model: SASRecModel) -> None:
@@ -363,6 +375,9 @@ class SequentialRanker(TrainedRanker):
         if self.config.unseen_from_content and model.fused_proj is not None:
             keep[1:] = self._item_counts > 0
         model.id_keep.copy_(torch.from_numpy(keep))
+        seen = np.ones(len(self.item_ids) + 1, dtype=bool)
+        seen[1:] = self._item_counts > 0
+        model.in_training.copy_(torch.from_numpy(seen))
 
     @staticmethod
     def build_model(model_config: dict[str, Any]) -> SASRecModel:
