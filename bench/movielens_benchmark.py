@@ -16,6 +16,16 @@ with Recommenders' own `python_evaluation` when it is installed.
 `NAME:TRIALS` sets a ranker's search budget (default 25 trials; popularity has none).
 BPR's costly settings are fixed (`--bpr-fixed`), the rest searched. Timings on a
 shared 2-core CPU are noisy; the metrics are not.
+
+Measured (`--models popularity ease:25 itemknn:25`, seeds 42 43 44, 2026-12-01, 315 s):
+
+    ranker       MAP              nDCG@10          Precision@10     Recall@10
+    popularity   0.0542 ± 0.0014  0.2495 ± 0.0018  0.2251 ± 0.0012  0.1109 ± 0.0014
+    EASE         0.1480 ± 0.0013  0.4789 ± 0.0046  0.4171 ± 0.0042  0.2210 ± 0.0019
+    item-kNN     0.1270 ± 0.0009  0.4302 ± 0.0057  0.3739 ± 0.0063  0.1985 ± 0.0021
+    Recommenders README: BPR (Cornac) nDCG@10 0.441997, BiVAE (Cornac) 0.475077
+
+EASE's chosen settings per seed: l2 445 / 112 / 312, EDLAE dropout 0.38 / 0.78 / 0.79.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ from workbench.rankers import MODELS, Ranker, TrainingFingerprint, load_ranker, 
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("text", "image", "audio")
+TOWER_INDEX_RECALL = 0.95  # share of the exact top-candidates the two-tower ANN index must keep
+TOWER_TUNING_USERS = 500  # training users whose vectors tune that index (no test user, no label)
 
 
 @dataclass(frozen=True)
@@ -277,10 +279,13 @@ def evaluate_system(
     from workbench.index import (
         IndexConfig,
         build_index,
+        choose_setting,
+        config_for_setting,
         inner_product_items,
         inner_product_queries,
         load_index,
         read_item_embeddings,
+        sweep,
     )
 
     cfg = config or SystemRunConfig()
@@ -382,7 +387,19 @@ def evaluate_system(
             # Two-tower: the ranker's user vector against an index of its own item vectors
             # (inner product, reduced to the cosine the indexes compute); stage 2 re-scores.
             tower_items = inner_product_items(towers[ranker.item_index(item_ids)])  # index column order
-            tower_index = build_index(item_ids, tower_items, IndexConfig.for_size(len(item_ids), device=cfg.device))
+            # The kind of index notebook 06 chose for search (ScaNN, or exact on a small catalog);
+            # ScaNN's leaves searched and re-order depth are the least work that keeps
+            # TOWER_INDEX_RECALL of the exact candidates of the *training* users' vectors.
+            tower_index = build_index(item_ids, tower_items, IndexConfig(kind="exact", device=cfg.device))
+            if info["index"] == "ScannIndex":
+                base = IndexConfig.for_size(len(item_ids), kind="scann", device=cfg.device)
+                probe = inner_product_queries(ranker.two_tower_users(ranker.user_ids[:TOWER_TUNING_USERS]))
+                depth = min(scfg.candidates, len(item_ids))
+                rows = sweep(item_ids, tower_items, probe, k=depth, config=base, repeats=1, progress=False,
+                             leaves_to_search=range(1, base.num_leaves + 1), reorder=(depth, 2 * depth))
+                chosen = choose_setting(rows, TOWER_INDEX_RECALL, k=depth, by="work")
+                tower_index = build_index(item_ids, tower_items, config_for_setting(base, chosen))
+                info["next_item_tower_index"] = {k: chosen[k] for k in ("num_leaves", "leaves_to_search", "reorder")}
             tower_exact = build_index(item_ids, tower_items, IndexConfig(kind="exact", device=cfg.device))
 
             def user_query(users: np.ndarray) -> np.ndarray:
