@@ -160,3 +160,17 @@ def test_slices_name_attributes_and_pool_item_recall():
                           ["chair", "lamp", "ball"], n=2, shown=2)
     assert worst["query"].to_list() == ["a ball", "navy blue lamp"]
     assert worst["missed"].to_list()[0] == ["ball (1)"] and worst["returned"].to_list()[0] == ["lamp (0)", "chair (0)"]
+
+
+def test_item_slices_with_empty_and_single_item_slices() -> None:
+    import scipy.sparse as sp
+
+    from workbench.evaluate.slices import item_slice_table
+
+    rel = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=float))
+    ranked = np.array([[0, 3], [2, -1]])  # query 0 finds item 0; query 1 misses item 1
+    table = item_slice_table({"sys": ranked}, rel, {"one": np.array([True, False, False, False]),
+                                                    "none": np.zeros(4, bool),
+                                                    "all": np.ones(4, bool)}, k=2)
+    got = dict(zip(table["slice"], table["sys"], strict=True))
+    assert got == {"one": 1.0, "none": None, "all": pytest.approx(1 / 3)}

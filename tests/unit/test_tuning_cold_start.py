@@ -224,3 +224,15 @@ def test_ordered_apart_needs_intervals_that_do_not_overlap() -> None:
     assert ordered_apart({"a": a, "b": b, "c": c}, ["a", "b", "c"])
     assert not ordered_apart({"a": a, "b": b, "c": c}, ["b", "a", "c"])
     assert not ordered_apart({"a": a, "b": a + 1e-3}, ["b", "a"])  # overlapping
+
+
+def test_a_ranker_that_cannot_fit_on_validation_keeps_its_defaults_and_says_why() -> None:
+    from tests.unit.test_rankers import frame
+    from workbench.rankers.experiment import tuned_table
+
+    # every user has two rows: the validation split leaves one each, too few for sequences
+    df = frame([(f"u{u}", f"i{(u + j) % 12}", j) for u in range(20) for j in range(2)])
+    result = tune_ranker("sequential", df, ITEMS, 2, fixed={"epochs": 1})
+    assert result.trials == [] and result.params == {"epochs": 1} and np.isnan(result.value)
+    assert "not tuned" in result.note and "two or more training interactions" in result.note
+    assert tuned_table({"sequential": result})["chosen"][0] == result.note

@@ -110,16 +110,20 @@ def item_slice_table(
     rel.eliminate_zeros()
     q_idx = np.repeat(np.arange(rel.shape[0]), np.diff(rel.indptr))
     i_idx = rel.indices
+    n_items = np.int64(rel.shape[1])
+    relevant_keys = q_idx.astype(np.int64) * n_items + i_idx
+    found_keys = {}
+    for system, ranked in rankings.items():
+        top = np.asarray(ranked)[:, :k]
+        r, c = np.nonzero(top >= 0)
+        found_keys[system] = r.astype(np.int64) * n_items + top[r, c]  # (query, item) of each listed item
     rows = []
     for label, in_slice in item_slices.items():
         mask = np.asarray(in_slice, dtype=bool)[i_idx]
         row = {"slice": label, "relevant": int(mask.sum())}
-        for system, ranked in rankings.items():
-            top = np.asarray(ranked)[:, :k]
-            found = sp.csr_matrix((np.ones(int((top >= 0).sum())),
-                                   (np.nonzero(top >= 0)[0], top[top >= 0])), shape=rel.shape)
-            hits = np.asarray(found[q_idx[mask], i_idx[mask]]).ravel() > 0
-            row[system] = float(hits.mean()) if mask.any() else None
+        for system, keys in found_keys.items():
+            # an empty slice has no recall (None), not 0
+            row[system] = float(np.isin(relevant_keys[mask], keys).mean()) if mask.any() else None
         rows.append(row)
     return pl.DataFrame(rows)
 

@@ -201,7 +201,8 @@ def tuned_table(tuned: Mapping[str, TuneResult]) -> pl.DataFrame:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
     return pl.DataFrame([{"ranker": n, "trials": len(r.trials), f"validation {r.metric}": round(r.value, 4),
-                          "chosen": ", ".join(f"{k}={fmt(v)}" for k, v in sorted(r.params.items())) or "-"}
+                          "chosen": (r.note if r.note else
+                                     ", ".join(f"{k}={fmt(v)}" for k, v in sorted(r.params.items())) or "-")}
                          for n, r in tuned.items()])
 
 

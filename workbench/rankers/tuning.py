@@ -65,6 +65,7 @@ class TuneResult:
     seed: int
     trials: list[dict[str, Any]] = field(default_factory=list)  # number, value, params
     n_validation_users: int = 0
+    note: str = ""  # why nothing was searched, when the ranker could not be fitted on validation
 
     def make(self, seed: int | None = None, device: str = "auto", progress: bool = False) -> Ranker:
         """A fresh ranker with the chosen parameters (fit it on the full training rows)."""
@@ -150,24 +151,38 @@ def tune_ranker(
 
     from workbench.rankers.experiment import evaluate_ranker
 
+    unfit: list[str] = []
+
     def objective(trial: Any) -> float:
         params = {name: _suggest(trial, name, p) for name, p in space.items()}
         t0 = time.perf_counter()
         ranker = make_ranker(model, seed=seed, device=device, **fixed, **params)
-        ranker.fit(val.train, items, item_embeddings=item_embeddings)
+        try:
+            ranker.fit(val.train, items, item_embeddings=item_embeddings)
+        except (ConfigError, EvaluationError) as exc:
+            # the validation split's training rows are too thin for this ranker (e.g. no user
+            # with two interactions left for a sequence model): a failed trial, said below
+            unfit.append(str(exc))
+            return float("nan")
         value = evaluate_ranker(ranker, val.test, k=k, ks=(k,), users=users)[metric]
         logger.info("tune %s trial %d: %s=%.4f %s (%.1f s)", model, trial.number, metric, value, params,
                     time.perf_counter() - t0)
         return value if math.isfinite(value) else 0.0
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by our own note
     # Seeded TPE, one trial at a time: the trials depend on the seed and the data only.
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(max(2, budget // 3), 10))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if space:
         study.enqueue_trial(_defaults_of(model, space), skip_if_exists=False)
     study.optimize(objective, n_trials=budget if space else 1, n_jobs=1, show_progress_bar=False)
-    done = [t for t in study.trials if t.value is not None]
+    done = [t for t in study.trials if t.value is not None and math.isfinite(t.value)]
+    if not done:
+        note = (f"not tuned: the ranker could not be fitted on the validation split's training rows "
+                f"({unfit[0] if unfit else 'no trial completed'}); its defaults are kept")
+        logger.warning("tune %s: %s", model, note)
+        return TuneResult(model=model, params=dict(fixed), value=float("nan"), metric=metric, budget=int(budget),
+                          seed=seed, trials=[], n_validation_users=len(users), note=note)
     best = max(done, key=lambda t: (t.value, -t.number))
     trials = [{"number": t.number, "value": float(t.value), "params": dict(t.params)} for t in done]
     return TuneResult(model=model, params={**fixed, **best.params}, value=float(best.value), metric=metric,
