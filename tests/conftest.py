@@ -19,6 +19,18 @@ import pytest
 import workbench  # noqa: F401  (pins the deterministic settings; see the docstring)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test: tiny models on the shared 2-core machine only
+    spin-wait with more (test modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_notebook(path: Path, cells: list[str], extra_parameters: str = "") -> Path:
     """A notebook with the series' `parameters` cell (PROFILE, CATALOG_DIR, WORK_DIR, REPORT_DIR)."""
     nb = nbformat.v4.new_notebook()

@@ -24,13 +24,7 @@ needs_weights = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # intra-op threads spin badly on a shared 2-core machine; one thread is 30x faster here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_same_padding_matches_tensorflow() -> None:

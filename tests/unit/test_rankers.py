@@ -33,13 +33,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ITEMS = [f"i{j}" for j in range(12)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine has 2 shared cores: more threads only make tiny models slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def frame(rows: list[tuple[str, str, int]]) -> pl.DataFrame:

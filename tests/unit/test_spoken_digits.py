@@ -51,14 +51,6 @@ def test_listing_loading_and_split(tiny_fsdd: Path) -> None:
         list_recordings(tiny_fsdd / "nowhere")
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # intra-op threads spin on a shared CPU
-    yield
-    torch.set_num_threads(before)
-
-
 def test_training_beats_chance_on_tones(tiny_fsdd: Path, one_thread: None) -> None:
     cfg = SpokenDigitConfig(
         test_speaker="cy", gallery_per_digit=2, queries_per_digit=2, max_train_per_digit_speaker=None, d=16,

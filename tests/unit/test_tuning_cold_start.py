@@ -7,7 +7,6 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from tests.unit.test_rankers import ITEMS, frame, quick_train, two_tastes
 from workbench.errors import CatalogError, ConfigError, EvaluationError
@@ -27,13 +26,7 @@ from workbench.rankers import (
 from workbench.rankers.experiment import cold_start_metrics, ordered_apart
 from workbench.rankers.registry import Choice, FloatRange, IntRange
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # --------------------------------------------------------------------------- content features
