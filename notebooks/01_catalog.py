@@ -28,10 +28,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 GENERATE_SYNTHETIC = True  # False: profile the catalog already at CATALOG_DIR
 SEED = 0
 N_ITEMS = {"ci": 1000, "full": 20000}[PROFILE]
@@ -41,17 +45,16 @@ N_QUERIES = {"ci": 1000, "full": 2000}[PROFILE]  # on ci, 1000: the fusions lear
 
 # %%
 import json
-from pathlib import Path
 
 import polars as pl
 from IPython.display import HTML, Audio, display
 
 from workbench.catalog import profiling as prof
 from workbench.catalog import read_catalog, validate_catalog, write_json_atomic
+from workbench.notebook import stage_folder
 
 pl.Config.set_tbl_rows(12)
-report_dir = Path(REPORT_DIR) / "01_catalog"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "01_catalog")
 
 # %% [markdown]
 # ## Generate (or open) the catalog

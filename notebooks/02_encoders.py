@@ -40,10 +40,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 EPOCHS = {"ci": 12, "full": 30}[PROFILE]
 BATCH_SIZE = {"ci": 128, "full": 256}[PROFILE]
@@ -79,13 +83,12 @@ from workbench.encoders.alignment import AlignmentConfig
 from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
 from workbench.encoders.recipes import TowerTraining, train_towers
 from workbench.evaluate.metrics import relevance_matrix
-from workbench.notebook import stop_here
+from workbench.notebook import stage_folder, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
 pl.Config.set_tbl_rows(20)
-report_dir = Path(REPORT_DIR) / "02_encoders"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "02_encoders")
 if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally wrote it
     from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 

@@ -28,10 +28,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE  # unused: FSDD is not a catalog
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))  # unused: FSDD is not a catalog
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 FSDD_DIR = "../../shared/data/fsdd"
 TEST_SPEAKER = "theo"
 SEED = 0
@@ -54,10 +58,10 @@ from workbench.encoders.spoken_digits import (
     spoken_digit_retrieval,
 )
 from workbench.media import load_audio
+from workbench.notebook import stage_folder
 from workbench.train import TrainConfig
 
-report_dir = Path(REPORT_DIR) / "02b_audio_real"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "02b_audio_real")
 HAVE_FSDD = (Path(FSDD_DIR) / "recordings").is_dir()
 if not torch.cuda.is_available():
     torch.set_num_threads(1)  # intra-op threads spin on small shared CPUs; one is faster and deterministic

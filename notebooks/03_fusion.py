@@ -40,10 +40,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 FUSION_EPOCHS = {"ci": 12, "full": 30}[PROFILE]
 HIDDEN = {"ci": 128, "full": 512}[PROFILE]
@@ -87,13 +91,12 @@ from workbench.evaluate.search import (
     select_system,
 )
 from workbench.lexical import BM25Config, BM25Index
-from workbench.notebook import skipped_stage, stop_here
+from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
 pl.Config.set_tbl_rows(20)
-report_dir = Path(REPORT_DIR) / "03_fusion"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "03_fusion")
 work = Path(WORK_DIR)
 cat = read_catalog(CATALOG_DIR)
 if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):

@@ -28,10 +28,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 MAX_POINTS = {"ci": 1000, "full": 20000}[PROFILE]  # items per UMAP map
 N_EPOCHS = {"ci": 200, "full": None}[PROFILE]  # None: UMAP's default for the size
@@ -51,14 +55,13 @@ from workbench import viz
 from workbench.catalog import read_catalog, write_json_atomic
 from workbench.catalog.profiling import item_labels, label_attributes
 from workbench.index import read_item_embeddings
-from workbench.notebook import skipped_stage, stop_here
+from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.progress import progress_bar
 
 pl.Config.set_tbl_rows(12)
 pl.Config.set_tbl_cols(12)
 pl.Config.set_tbl_width_chars(160)
-report_dir = Path(REPORT_DIR) / "04_embedding_space"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "04_embedding_space")
 emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
 if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
     stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)

@@ -35,10 +35,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 MOVIELENS_DIR = "../../shared/data/ml-100k"  # point at your own ml-100k folder (u.data, u.item, u.user)
 SEED = 0
 K = 10
@@ -71,15 +75,14 @@ import torch
 from workbench.catalog import read_catalog, read_truth, write_json_atomic
 from workbench.catalog.profiling import has_rows
 from workbench.evaluate.splits import cold_items_split, leave_last_out
-from workbench.notebook import stop_here
+from workbench.notebook import stage_folder, stop_here
 from workbench.rankers import PopularityRanker, item_content, save_rankers
 from workbench.rankers import experiment as ex
 from workbench.rankers.features import load_content_embeddings
 from workbench.report import data_fingerprint
 
 torch.set_num_threads(TORCH_THREADS)
-report_dir = Path(REPORT_DIR) / "05_rankers"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "05_rankers")
 
 # %% [markdown]
 # ## The catalog and a leave-last-out split

@@ -26,10 +26,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 K = 10
 RECALL_TARGET = 0.95
@@ -66,13 +70,12 @@ from workbench.index import (
     sweep,
     sweep_claims,
 )
-from workbench.notebook import skipped_stage, stop_here
+from workbench.notebook import skipped_stage, stage_folder, stop_here
 
 pl.Config.set_tbl_rows(40)
 pl.Config.set_tbl_cols(12)
 pl.Config.set_tbl_width_chars(160)
-report_dir = Path(REPORT_DIR) / "06_scann_index"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "06_scann_index")
 index_dir = Path(WORK_DIR) / "index"
 emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
 if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):

@@ -36,10 +36,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 K = 10
 CANDIDATES = {"ci": 50, "full": 200}[PROFILE]  # stage-1 candidates per query
@@ -63,10 +67,11 @@ from IPython.display import HTML, display
 from workbench.catalog import read_catalog
 from workbench.catalog.profiling import has_rows
 from workbench.evaluate.system_run import SystemRunConfig, evaluate_system
-from workbench.notebook import skipped_stage, stop_here
+from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.report import to_jsonable, write_json, write_report
 
 pl.Config.set_tbl_rows(60)
+report_dir = stage_folder(REPORT_DIR, "07_evaluation_report")
 pl.Config.set_tbl_hide_dataframe_shape(True)
 config = SystemRunConfig(
     k=K, ks=(5, K), candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED,
@@ -84,10 +89,10 @@ config = SystemRunConfig(
 cat = read_catalog(CATALOG_DIR)
 if why := skipped_stage(Path(REPORT_DIR) / "06_scann_index"):
     stop_here(f"no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics",
-              Path(REPORT_DIR) / "07_evaluation_report")
+              report_dir)
 elif not (has_rows(cat, "qrels") or has_rows(cat, "interactions")):
     stop_here("this catalog has neither search queries with qrels nor interactions: nothing to evaluate",
-              Path(REPORT_DIR) / "07_evaluation_report")
+              report_dir)
 
 # %%
 run = evaluate_system(CATALOG_DIR, WORK_DIR, config)
@@ -260,7 +265,7 @@ metrics = {
     for task, res in sorted(run.tasks.items())
 }
 metrics["modality_wins"] = run.modality_summary.get("wins", {})
-write_json(Path(REPORT_DIR) / "07_evaluation_report" / "metrics.json", metrics, digits=3)
+write_json(report_dir / "metrics.json", metrics, digits=3)
 print(json.dumps(to_jsonable(metrics, digits=3), indent=1, sort_keys=True))
 
 # %%

@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute notebooks 01-07 in order and write the report")
     run.add_argument("--profile", choices=PROFILES, default="ci")
     run.add_argument("--catalog", default=None, help="catalog folder (default: the synthetic catalog)")
-    run.add_argument("--run", default=None, help="run name (folder under reports/)")
+    run.add_argument("--run", default=None, help="run name (folder under <home>/reports/; default: the catalog folder's name)")
     run.add_argument("--allow-problems", action="store_true",
                      help="run on a catalog that fails validation (the report says so)")
     run.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",

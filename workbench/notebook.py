@@ -6,12 +6,20 @@ it prints the reason once and every later cell of the kernel becomes a no-op,
 so papermill, nbval and "Run all" all finish without an error and without
 faking results. Outside IPython (the py:percent twin run as a script) it exits
 the process with status 0.
+
+`stage_folder(REPORT_DIR, stem)` is every notebook's report folder: the same
+layout whether the notebook runs under `workbench run`, nbval or by hand.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Set by `workbench run` for its kernels: the run folder they write for.
+RUN_DIR_VARIABLE = "WORKBENCH_RUN_DIR"
+RUN_RECORD = "run.json"
 
 _SKIPPED = "pass  # skipped: stop_here() was called earlier; restart the kernel to run this notebook again\n"
 
@@ -60,3 +68,23 @@ def skipped_stage(report_dir: str | Path) -> str | None:
     except (OSError, ValueError):
         return None
     return metrics.get("skipped") if isinstance(metrics, dict) else None
+
+
+def stage_folder(report_dir: str | Path, stem: str) -> Path:
+    """`<report_dir>/<stem>`, created: where notebook `stem` writes its metrics and figures.
+
+    `report_dir` is a run folder (`reports/<run>`, `workbench.paths.default_report_dir`).
+    When a notebook run by hand (JupyterLab, nbval) rewrites a stage of a folder that
+    `workbench run` recorded, the folder no longer holds what its `run.json` vouches
+    for: the record is removed, saying so, rather than left to fail `workbench reproduce`
+    later with "edited after the run".
+    """
+    run_dir = Path(report_dir)
+    record = run_dir / RUN_RECORD
+    if record.is_file() and os.environ.get(RUN_DIR_VARIABLE) != str(run_dir.resolve()):
+        record.unlink()
+        print(f"{record}: removed; notebook {stem} rewrites this run's files outside `workbench run`, "
+              "so the folder is no longer a recorded run (re-run `workbench run` to record one)")
+    folder = run_dir / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

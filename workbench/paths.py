@@ -1,4 +1,8 @@
-"""Where things live: the project root, profiles and default artefact folders."""
+"""Where things live: the project root, profiles and default artefact folders.
+
+One layout for every entry point (see `home`): `<home>/data/catalogs/<catalog>`,
+`<home>/data/work/<catalog>` and `<home>/reports/<run>/<notebook>/`.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,54 @@ def current_profile() -> str:
     return profile
 
 
+HOME_VARIABLE = "WORKBENCH_HOME"
+
+
+def home() -> Path:
+    """Where `data/` and `reports/` live: `$WORKBENCH_HOME` when set, else the project root.
+
+    The command line, `workbench run`, the notebooks (in JupyterLab or under nbval) and the
+    tests all resolve their default folders through here, so they share one layout whatever
+    the working directory.
+    """
+    value = os.environ.get(HOME_VARIABLE, "").strip()
+    if not value:
+        return project_root()
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{HOME_VARIABLE}={value!r}: is not a folder; expected the folder for data/ and reports/")
+    return path.resolve()
+
+
+def data_dir() -> Path:
+    """`<home>/data`: catalogs (`data/catalogs/<name>`) and each catalog's artefacts (`data/work/<name>`)."""
+    return home() / "data"
+
+
+def reports_dir() -> Path:
+    """`<home>/reports`: one folder per run, `reports/<run>/<notebook>/metrics.json`."""
+    return home() / "reports"
+
+
 def default_catalog_dir(profile: str | None = None) -> Path:
-    return project_root() / "data" / "catalogs" / f"synthetic-{profile or current_profile()}"
+    """The synthetic catalog of a profile: `<home>/data/catalogs/synthetic-<profile>`."""
+    return data_dir() / "catalogs" / f"synthetic-{profile or current_profile()}"
 
 
 def default_work_dir(catalog_dir: str | Path) -> Path:
-    return project_root() / "data" / "work" / Path(catalog_dir).resolve().name
+    """A catalog's encoders, embeddings, index and rankers: `<home>/data/work/<catalog folder name>`."""
+    return data_dir() / "work" / Path(catalog_dir).resolve().name
+
+
+def default_run_name(catalog_dir: str | Path) -> str:
+    """A run is named after its catalog's folder unless the user names it (`workbench run --run`)."""
+    return Path(catalog_dir).resolve().name
+
+
+def default_report_dir(catalog_dir: str | Path) -> Path:
+    """`<home>/reports/<run>` for a catalog: where `workbench run` writes, and a notebook opened by hand."""
+    return reports_dir() / default_run_name(catalog_dir)
 
 
 def cache_dir() -> Path:

@@ -45,8 +45,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.errors import CatalogProblemsError, ConfigError, WorkbenchError
-from workbench.notebook import skipped_stage
-from workbench.paths import PROFILES, default_catalog_dir, default_work_dir, project_root
+from workbench.notebook import RUN_DIR_VARIABLE, skipped_stage
+from workbench.paths import (
+    PROFILES,
+    default_catalog_dir,
+    default_run_name,
+    default_work_dir,
+    home,
+    project_root,
+)
 from workbench.progress import progress_bar, quiet_environment
 from workbench.reproducibility import pin_process
 
@@ -172,7 +179,8 @@ def validate_for_run(catalog_dir: Path, allow_problems: bool) -> dict:
 def _fresh_run_dir(run_dir: Path) -> None:
     """Empty `run_dir` for a new run: files of an earlier run would be taken for this one's."""
     if run_dir.exists():
-        markers = ("series.json", "run.json", "notebooks")
+        # A run's files, or stage folders a notebook opened by hand wrote (the same layout).
+        markers = ("series.json", "run.json", "notebooks", *SERIES)
         if any(run_dir.iterdir()) and not any((run_dir / m).exists() for m in markers):
             raise ConfigError(f"{run_dir}: exists and is not a run folder; choose another run name")
         shutil.rmtree(run_dir)
@@ -184,7 +192,7 @@ def run_series(
     catalog: str | Path | None = None,
     run_name: str | None = None,
     notebooks: Sequence[str | Path] | None = None,
-    reports_root: str | Path = "reports",
+    reports_root: str | Path | None = None,
     *,
     work_dir: str | Path | None = None,
     notebooks_dir: str | Path | None = None,
@@ -196,8 +204,10 @@ def run_series(
 
     ``catalog=None`` uses the default synthetic catalog
     (``workbench.paths.default_catalog_dir(profile)``), which notebook 01
-    generates when it is missing. ``reports_root`` and the other relative paths
-    are taken relative to the project root. A failing notebook raises
+    generates when it is missing. ``reports_root=None`` is ``<home>/reports``
+    (`workbench.paths.reports_dir`); a relative one is taken relative to the home
+    folder (``$WORKBENCH_HOME`` or the project root), as are the default work folder
+    and catalog. A failing notebook raises
     :class:`WorkbenchError` naming the notebook, the cell and its source; the
     notebooks after it are not run. A catalog with validation problems is
     refused before training unless ``allow_problems``.
@@ -214,13 +224,13 @@ def run_series(
     if catalog is not None and not catalog_dir.is_dir():
         raise ConfigError(f"catalog {catalog_dir}: not a folder; expected a catalog folder")
     work = Path(work_dir).resolve() if work_dir is not None else default_work_dir(catalog_dir)
-    run_name = run_name or catalog_dir.name
+    run_name = run_name or default_run_name(catalog_dir)
     if not _RUN_NAME.match(run_name):
         raise ConfigError(
             f"run name {run_name!r}: expected letters, digits, '.', '_' or '-' (it names a folder)"
         )
-    reports = Path(reports_root)
-    reports = reports if reports.is_absolute() else root / reports
+    reports = Path(reports_root) if reports_root is not None else Path("reports")
+    reports = reports if reports.is_absolute() else home() / reports
     run_dir = reports / run_name
     paths = _resolve_notebooks(notebooks, nb_dir)
     generate = catalog is None
@@ -243,7 +253,8 @@ def run_series(
     kernel_manager = _ipc_kernel_manager()
     bar = progress_bar(paths, desc=f"workbench run {run_name}", unit="notebook", enabled=progress)
     try:
-        with _env(WORKBENCH_PROFILE=profile, **quiet_environment()):
+        # RUN_DIR_VARIABLE tells the notebooks they write for this run (workbench.notebook.stage_folder).
+        with _env(WORKBENCH_PROFILE=profile, **{RUN_DIR_VARIABLE: str(run_dir.resolve())}, **quiet_environment()):
             for path in bar:
                 stem = path.stem
                 if validation is None and stem != "01_catalog":

@@ -70,10 +70,10 @@ def require_mlflow() -> ModuleType:
 
 
 def default_tracking_uri() -> str:
-    """`file://<project>/mlruns`: a local store beside the code, like `reports/`."""
-    from workbench.paths import project_root
+    """`file://<home>/mlruns`: a local store beside `reports/` (`workbench.paths.home`)."""
+    from workbench.paths import home
 
-    return (project_root() / "mlruns").resolve().as_uri()
+    return (home() / "mlruns").resolve().as_uri()
 
 
 def normalise_uri(uri: str | None) -> str:

@@ -42,8 +42,8 @@ def _skip_reason() -> str | None:
 
 
 SKIP = _skip_reason()
-# reports/index.html: notebook 07 run on its own (REPORT_DIR=../reports);
-# reports/<run>/index.html: `workbench run`.
+# reports/<run>/index.html: `workbench run`, or notebook 07 run by hand or under nbval
+# (reports/synthetic-ci/); reports/index.html: a report an older layout left.
 DEMO_REPORTS = sorted(
     p
     for p in [*REPORTS.glob("index.html"), *REPORTS.glob("*/index.html")]

@@ -1,7 +1,7 @@
 """The notebooks' numbers, checked against the committed reference within per-metric tolerances.
 
 nbval (`make notebooks`) executes notebooks 01-07 and each writes
-`reports/<stem>/metrics.json`; this test, run right after it, compares every
+`reports/synthetic-ci/<stem>/metrics.json` (`workbench.paths.default_report_dir`); this test, run right after it, compares every
 metric with `tests/reference/synthetic-ci.json` (recorded by `make reference`)
 within the tolerances of `workbench.evaluate.tolerance`, the way Microsoft
 Recommenders checks its notebooks. The notebooks' own checked cells hold only
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from workbench.paths import default_catalog_dir, default_report_dir
 from workbench.reproduce import compare_with_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "reference" / "synthetic-ci.json"
-REPORTS = Path(os.environ.get("WORKBENCH_REFERENCE_REPORTS", ROOT / "reports"))
+REPORTS = Path(os.environ.get("WORKBENCH_REFERENCE_REPORTS", default_report_dir(default_catalog_dir("ci"))))
 FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 
 

@@ -125,10 +125,13 @@ def test_bad_report_folders_are_named(tmp_path: Path) -> None:
                                "(a report folder written by `workbench run`)")
 
 
-def test_default_store_is_mlruns_in_the_project() -> None:
+def test_default_store_is_mlruns_in_the_home_folder(tmp_path, monkeypatch) -> None:
     from workbench.paths import project_root
 
+    monkeypatch.delenv("WORKBENCH_HOME", raising=False)
     assert tracking.normalise_uri(None) == (project_root() / "mlruns").resolve().as_uri()
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    assert tracking.normalise_uri(None) == (tmp_path / "mlruns").resolve().as_uri()
     assert tracking.normalise_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert tracking.normalise_uri("sqlite:///x.db") == "sqlite:///x.db"
 
