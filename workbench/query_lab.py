@@ -267,6 +267,9 @@ class QueryLab:
         for m in MODALITIES:
             if m in frame.columns and frame[m].null_count() < frame.height:
                 self.vectors[m], self.masks[m] = self._matrix(frame, m)
+                if self.vectors[m].shape[1] != self.d:
+                    raise CatalogError(f"item embeddings: {m} vectors have {self.vectors[m].shape[1]} dimensions, "
+                                       f"fused ones {self.d}; expected one shared space (re-run notebooks 02 and 03)")
         self.modalities: tuple[str, ...] = tuple(self.vectors)
         weights = [f"weight_{m}" for m in self.modalities if f"weight_{m}" in frame.columns]
         self._fusion_weights = frame.select(weights).to_numpy() if weights else None
@@ -719,6 +722,7 @@ class LabWidget:
         ])
         self.search.on_click(lambda _: self.run_search())
         self.query_picker.observe(self._on_pick_query, names="value")
+        self.text.observe(self._on_text, names="value")
         for m in MEDIA:
             self.pickers[m].observe(lambda ch, m=m: self._on_pick_media(m, ch), names="value")
             self.uploads[m].observe(lambda ch, m=m: self._on_upload(m, ch), names="value")
@@ -814,8 +818,22 @@ class LabWidget:
     def _on_pick_query(self, change: dict) -> None:
         if not change["new"] or self._muted:
             return
-        self.text.value = self.lab.query_text(change["new"])
+        self._muted = True
+        try:
+            self.text.value = self.lab.query_text(change["new"])
+        finally:
+            self._muted = False
         self.run_search()
+
+    def _on_text(self, change: dict) -> None:
+        """Words edited away from the picked catalog query: the picker no longer says what is searched."""
+        picked = self.query_picker.value
+        if picked and not self._muted and _norm_text(change["new"]) != _norm_text(self.lab.query_text(picked)):
+            self._muted = True
+            try:
+                self.query_picker.value = ""
+            finally:
+                self._muted = False
 
     def _on_pick_media(self, m: str, change: dict) -> None:
         if self._muted:

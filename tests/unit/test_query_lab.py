@@ -249,6 +249,8 @@ def test_widget_search_shows_cards_with_bars_audio_and_relevance(lab):
     # picking a catalog query fills the text box and searches
     w.query_picker.value = "q4"
     assert w.text.value == lab.query_text("q4") and w.result.query_ids == ("q4",)
+    w.text.value = "something else"  # edited away from q4: the picker lets go of it
+    assert w.query_picker.value == ""
 
 
 def test_widget_more_like_this_and_sliders_rerun_the_last_query(lab):
