@@ -43,3 +43,19 @@ class EvaluationError(WorkbenchError):
 
 class ReportError(WorkbenchError):
     """A report folder is missing files, was edited after its run, or does not match its catalog."""
+
+
+class QueryError(WorkbenchError):
+    """A query the query lab (`workbench.query_lab`) cannot run; the message is one line for its widget."""
+
+
+class EmptyQueryError(QueryError):
+    """Nothing to search for: no words, no image, no sound."""
+
+
+class QueryMediaError(QueryError):
+    """A query image or sound (an upload, or a product's own file) that cannot be decoded or is empty."""
+
+
+class ZeroWeightsError(QueryError):
+    """Every modality weight is zero, so no item can be scored."""
