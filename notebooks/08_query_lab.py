@@ -33,10 +33,14 @@
 # %% tags=["parameters"]
 import os
 
+from workbench.paths import default_catalog_dir, default_report_dir, default_work_dir
+
 PROFILE = os.environ.get("WORKBENCH_PROFILE", "ci")
-CATALOG_DIR = "../data/catalogs/synthetic-" + PROFILE
-WORK_DIR = "../data/work/synthetic-" + PROFILE
-REPORT_DIR = "../reports"
+# <home>/data/... and <home>/reports/<catalog>/ as `workbench run` uses them (home: $WORKBENCH_HOME
+# or the checkout; workbench.paths); point CATALOG_DIR at your own catalog to run on it
+CATALOG_DIR = str(default_catalog_dir(PROFILE))
+WORK_DIR = str(default_work_dir(CATALOG_DIR))
+REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 K = 12  # cards per query
 CANDIDATES = {"ci": 200, "full": 1000}[PROFILE]  # proposed by the index, re-scored by the lab; None: score every item
 THUMBNAIL = 96  # card image side, pixels
@@ -52,11 +56,10 @@ import polars as pl
 from IPython.display import HTML, display
 
 from workbench.catalog import write_json_atomic
-from workbench.notebook import skipped_stage, stop_here
+from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.query_lab import LabConfig, QueryLab, build_widget
 
-report_dir = Path(REPORT_DIR) / "08_query_lab"
-report_dir.mkdir(parents=True, exist_ok=True)
+report_dir = stage_folder(REPORT_DIR, "08_query_lab")
 emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
 if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
     stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)

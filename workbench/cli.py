@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 
 EXIT_CODES = (
     "exit codes:\n"
@@ -141,7 +141,6 @@ _TABLE_ONLY = (*_TABLE_COLUMN_FLAGS, "category", "attributes", "interactions", "
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from workbench.catalog.loaders import import_catalog
-    from workbench.errors import ConfigError
 
     if args.format == "table":
         return _import_table(args)
@@ -222,6 +221,20 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameters(pairs: list[str]) -> dict[str, object]:
+    """`-p NAME=VALUE` pairs: VALUE as JSON (2, 0.5, true, [1, 2], {"a": 1}), else as a string."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"-p {pair!r}: expected NAME=VALUE with a notebook parameter's name, e.g. -p EPOCHS=2")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from workbench.pipeline import run_series
 
@@ -230,7 +243,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         require_mlflow()
     report = run_series(profile=args.profile, catalog=args.catalog, run_name=args.run,
-                        allow_problems=args.allow_problems)
+                        allow_problems=args.allow_problems, overrides=_parameters(args.parameter))
     run_dir = report.parent if report.name == "index.html" else report
     series = json.loads((run_dir / "series.json").read_text(encoding="utf-8"))
     for stem, reason in series.get("stopped", {}).items():
@@ -408,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=PROFILES, default="ci")
     run.add_argument("--catalog", default=None, help="catalog folder (default: the synthetic catalog)")
     run.add_argument("--run", default=None, help="run name (folder under <home>/reports/; default: the catalog folder's name)")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                     help="set a notebook parameter in every notebook that declares it (repeatable); "
+                          "VALUE is read as JSON when it parses, else as text")
     run.add_argument("--allow-problems", action="store_true",
                      help="run on a catalog that fails validation (the report says so)")
     run.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",

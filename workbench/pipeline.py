@@ -40,9 +40,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import CatalogProblemsError, ConfigError, WorkbenchError
 from workbench.notebook import RUN_DIR_VARIABLE, skipped_stage
@@ -133,6 +134,23 @@ def _resolve_notebooks(notebooks: Sequence[str | Path] | None, folder: Path) -> 
     return out
 
 
+# Set by the runner itself (its arguments say them); never overridden by name.
+RUNNER_PARAMETERS = ("PROFILE", "CATALOG_DIR", "WORK_DIR", "REPORT_DIR", "GENERATE_SYNTHETIC")
+
+
+def _checked_overrides(overrides: Mapping[str, Any], declared: Mapping[str, set[str]]) -> dict[str, Any]:
+    """The overrides, each declared by at least one notebook of the run and not the runner's own."""
+    known = set().union(*declared.values()) - set(RUNNER_PARAMETERS)
+    for name in overrides:
+        if name in RUNNER_PARAMETERS:
+            raise ConfigError(f"parameter {name}: set by `workbench run` itself (use --profile, --catalog or "
+                              "--run); expected another notebook parameter")
+        if name not in known:
+            raise ConfigError(f"parameter {name}: no notebook of this run declares it; expected one of "
+                              f"{sorted(known)}")
+    return dict(overrides)
+
+
 def _failure(stem: str, out_path: Path, exc: Exception) -> WorkbenchError:
     cell = getattr(exc, "cell_index", None)
     count = getattr(exc, "exec_count", None)
@@ -199,6 +217,7 @@ def run_series(
     kernel_name: str = "python3",
     progress: bool = True,
     allow_problems: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Execute the notebooks in order; return ``reports/<run>/index.html`` (or the run folder).
 
@@ -211,6 +230,11 @@ def run_series(
     :class:`WorkbenchError` naming the notebook, the cell and its source; the
     notebooks after it are not run. A catalog with validation problems is
     refused before training unless ``allow_problems``.
+
+    ``overrides`` sets other parameters (``{"EPOCHS": 2}``; `workbench run -p EPOCHS=2`)
+    in every notebook whose ``parameters`` cell declares them; a name no notebook of
+    the run declares, or one the runner sets itself, is refused. The run record keeps
+    them, so `workbench reproduce` re-runs with the same.
     """
     import papermill as pm
 
@@ -233,6 +257,8 @@ def run_series(
     reports = reports if reports.is_absolute() else home() / reports
     run_dir = reports / run_name
     paths = _resolve_notebooks(notebooks, nb_dir)
+    declared = {path.stem: set(pm.inspect_notebook(str(path))) for path in paths}
+    overrides = _checked_overrides(overrides or {}, declared)
     generate = catalog is None
     # A named catalog is checked before the previous report is replaced; the default
     # synthetic one once notebook 01 has generated it.
@@ -264,9 +290,10 @@ def run_series(
                 bar.set_postfix_str(stem)
                 out_path = executed / path.name
                 nb_params = dict(params)
+                nb_params.update({k: v for k, v in overrides.items() if k in declared[stem]})
                 # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
                 # not to: a catalog the user names must never be overwritten.
-                if "GENERATE_SYNTHETIC" in pm.inspect_notebook(str(path)):
+                if "GENERATE_SYNTHETIC" in declared[stem]:
                     nb_params["GENERATE_SYNTHETIC"] = generate
                 start = time.perf_counter()
                 status[stem] = "failed"
@@ -309,7 +336,8 @@ def run_series(
 
             write_run_record(
                 run_dir, profile=profile, catalog_dir=catalog_dir, notebooks=[p.stem for p in paths],
-                status=status, parameters=params, generated_catalog=generate, notebooks_dir=nb_dir,
+                status=status, parameters=params, overrides=overrides, generated_catalog=generate,
+                notebooks_dir=nb_dir,
                 allow_problems=allow_problems,
                 catalog_problems=(validation or {}).get("problems", []),
             )

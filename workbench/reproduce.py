@@ -74,6 +74,7 @@ def write_run_record(
     status: dict[str, str],
     parameters: dict[str, Any],
     generated_catalog: bool,
+    overrides: dict[str, Any] | None = None,
     notebooks_dir: str | Path,
     allow_problems: bool = False,
     catalog_problems: Sequence[str] = (),
@@ -89,6 +90,7 @@ def write_run_record(
         "notebooks_dir": str(Path(notebooks_dir).resolve()),
         "status": dict(status),
         "parameters": dict(parameters),
+        "overrides": dict(overrides or {}),
         "catalog": catalog_identity(catalog_dir),
         "generated_catalog": generated_catalog,
         "allow_problems": allow_problems,
@@ -265,6 +267,7 @@ def reproduce(
             work_dir=out / "work",
             allow_problems=record["allow_problems"],
             progress=progress,
+            overrides=record.get("overrides", {}),
         )
         comparison = compare_metrics(
             _read_metrics(report_dir), _read_metrics(out / "reports" / record["run"]),

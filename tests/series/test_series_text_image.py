@@ -26,6 +26,15 @@ from workbench.pipeline import run_series
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FASHION = DATA / "fashion-products"
+# These tests check that every stage runs and says what it does on each kind of catalog, not
+# how well it learns (the notebooks under nbval and their reference metrics hold that): the
+# costly parameters are cut to a few epochs, resamples and trials (`workbench run -p`).
+QUICK = {
+    "EPOCHS": 4, "FUSION_EPOCHS": 3, "N_BOOTSTRAP": 200, "N_BOOT": 200, "N_RESAMPLES": 200,
+    "LATENCY_QUERIES": 20, "N_EPOCHS": 50, "REPEATS": 1, "MOVIELENS_DIR": "",  # no MovieLens section
+    "TUNE_BUDGET": {"bpr": 1, "sequential": 1, "ease": 2, "itemknn": 2},
+    "TUNE_FIXED": {"bpr": {"fused": "content", "dim": 32, "epochs": 4}, "sequential": {"epochs": 4}},
+}
 
 
 def _outputs(notebook: Path) -> str:
@@ -49,7 +58,7 @@ def run(tmp_path_factory):
                             qrels=src.qrels.collect(), media_from=synthetic / "media", name="text-image")
     assert not (catalog / "truth").exists() and read_catalog(catalog).modalities == ("text", "image")
     index = run_series("ci", catalog=catalog, run_name="text-image", reports_root=root / "reports",
-                       work_dir=root / "work", progress=False)
+                       work_dir=root / "work", progress=False, overrides=QUICK)
     return root, index
 
 
@@ -105,7 +114,7 @@ def test_series_on_imported_fashion_products(tmp_path):
     queries = DerivedQueryConfig(n_queries=300, seed=0, attribute_keys=QUERY_KEYS)  # bounds the test's time
     import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=700, queries=queries, progress=False))
     index = run_series("ci", catalog=catalog, run_name="fashion", reports_root=tmp_path / "reports",
-                       work_dir=tmp_path / "work", progress=False)
+                       work_dir=tmp_path / "work", progress=False, overrides=QUICK)
     reports = tmp_path / "reports" / "fashion"
     assert index == reports / "index.html"
     assert "no product has audio" in _outputs(reports / "notebooks" / "03_fusion.ipynb")
@@ -145,7 +154,7 @@ def _text_only(root: Path, name: str, n_queries: int) -> Path:
 def test_series_on_text_only_catalogs(tmp_path, n_queries, stopped):
     catalog = _text_only(tmp_path, f"text-only-{n_queries}", n_queries)
     run_series("ci", catalog=catalog, run_name="run", reports_root=tmp_path / "reports",
-               work_dir=tmp_path / "work", progress=False)
+               work_dir=tmp_path / "work", progress=False, overrides=QUICK)
     reports = tmp_path / "reports" / "run"
     series = json.loads((reports / "series.json").read_text())
     assert len(series["status"]) == 7 and set(series["stopped"]) == stopped
@@ -169,7 +178,7 @@ def test_series_on_imported_hm_sample(tmp_path):
 
     import_hm(DATA / "hm-sample", tmp_path / "hm", config=HMImportConfig(progress=False))
     run_series("ci", catalog=tmp_path / "hm", run_name="hm", reports_root=tmp_path / "reports",
-               work_dir=tmp_path / "work", progress=False)
+               work_dir=tmp_path / "work", progress=False, overrides=QUICK)
     reports = tmp_path / "reports" / "hm"
     series = json.loads((reports / "series.json").read_text())
     assert set(series["stopped"]) == {"03_fusion"} and "training queries" in series["stopped"]["03_fusion"]

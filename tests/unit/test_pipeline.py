@@ -116,3 +116,38 @@ def test_two_runs_at_once_from_the_same_notebooks_folder(series, tmp_path):
     for name in ("p1", "p2"):
         assert json.loads((reports / name / "series.json").read_text())["status"] == {"01_first": "ok", "02_second": "ok"}
     assert not list(nbs.glob("*ipc*"))  # no socket files left in the notebooks' folder
+
+
+def test_overrides_reach_the_notebooks_that_declare_them_and_the_run_record(series, tmp_path):
+    nbs, catalog, reports = series
+    _notebook(nbs / "04_epochs.ipynb", [
+        "import json, pathlib\nout = pathlib.Path(REPORT_DIR) / '04_epochs'\nout.mkdir(parents=True)\n"
+        "(out / 'metrics.json').write_text(json.dumps({'epochs': EPOCHS, 'budget': BUDGET}))"],
+        extra_parameters="\nEPOCHS = 12\nBUDGET = {'bpr': 3}")
+    run_series(catalog=catalog, run_name="o", notebooks=["01_first", "04_epochs"], reports_root=reports,
+               notebooks_dir=nbs, progress=False, overrides={"EPOCHS": 2, "BUDGET": {"bpr": 1}})
+    got = json.loads((reports / "o" / "04_epochs" / "metrics.json").read_text())
+    assert got == {"epochs": 2, "budget": {"bpr": 1}}  # 01_first does not declare them: untouched
+    record = json.loads((reports / "o" / "run.json").read_text())
+    assert record["overrides"] == {"EPOCHS": 2, "BUDGET": {"bpr": 1}}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"EPOHCS": 2}, r"parameter EPOHCS: no notebook of this run declares it; expected one of \["),
+    ({"CATALOG_DIR": "x"}, r"parameter CATALOG_DIR: set by `workbench run` itself"),
+])
+def test_bad_overrides_are_refused_before_anything_runs(series, overrides, message):
+    nbs, catalog, reports = series
+    with pytest.raises(ConfigError, match=message):
+        run_series(catalog=catalog, run_name="bad", notebooks=["01_first"], reports_root=reports,
+                   notebooks_dir=nbs, progress=False, overrides=overrides)
+    assert not (reports / "bad").exists()
+
+
+def test_cli_parameters_parse_as_json_or_text():
+    from workbench.cli import _parameters
+
+    assert _parameters(["EPOCHS=2", "LR=1e-3", "FLAG=true", "NAME=abc", "BUDGET={\"bpr\": 1}"]) == {
+        "EPOCHS": 2, "LR": 1e-3, "FLAG": True, "NAME": "abc", "BUDGET": {"bpr": 1}}
+    with pytest.raises(ConfigError, match=r"-p 'EPOCHS': expected NAME=VALUE"):
+        _parameters(["EPOCHS"])
