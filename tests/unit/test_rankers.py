@@ -394,3 +394,84 @@ def test_sequential_attention_window_sees_only_the_last_items() -> None:
     seq = SequentialRanker(SequentialConfig(max_len=6, dim=8, heads=1, layers=1, attention_window=2,
                                             train=quick_train(1))).fit(cycles(), ITEMS)
     assert seq.model.attention_window == 2 and seq.model_config["attention_window"] == 2
+
+
+def complement_walks(n_users: int = 40, length: int = 10, seed: int = 0) -> pl.DataFrame:
+    """Items i0..i11 in 6 pairs (i2k, i2k+1); after i2k comes i2k+1, after i2k+1 a random item."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        j = int(rng.integers(12))
+        for t in range(length):
+            rows.append((f"u{u}", f"i{j}", t))
+            j = j + 1 if j % 2 == 0 else int(rng.integers(12))
+    return frame(rows)
+
+
+def test_sequential_transition_term_learns_a_first_order_rule(tmp_path) -> None:
+    # No attention (layers=0), only the transition term: it must learn "after i2k comes i2k+1".
+    df = complement_walks()
+    emb = np.eye(12, dtype=np.float32)  # content = the item's identity, so the rule is learnable
+    cfg = SequentialConfig(max_len=4, dim=12, heads=1, layers=0, dropout=0.0, transition_rank=8,
+                           train=quick_train(60, lr=3e-2, batch_size=16))
+    seq = SequentialRanker(cfg).fit(df, ITEMS, item_embeddings=emb)
+    assert seq.model.encoder is None and seq.model.trans_in.out_features == 8
+    last = df.group_by("user_id").agg(pl.col("item_id").sort_by("timestamp").last())
+    even = [(u, int(i[1:])) for u, i in zip(last["user_id"], last["item_id"], strict=True) if int(i[1:]) % 2 == 0]
+    assert len(even) >= 5
+    got = seq.recommend([u for u, _ in even], k=1, exclude_seen=False).item_ids[:, 0]
+    assert np.mean(got == np.array([f"i{j + 1}" for _, j in even])) >= 0.9
+    # The same model without the term (and without attention) cannot know the previous item.
+    plain = SequentialRanker(SequentialConfig(max_len=4, dim=12, heads=1, layers=0, dropout=0.0, item_bias=True,
+                                              train=quick_train(60, lr=3e-2, batch_size=16)))
+    plain.fit(df, ITEMS, item_embeddings=emb)
+    got = plain.recommend([u for u, _ in even], k=1, exclude_seen=False).item_ids[:, 0]
+    assert np.mean(got == np.array([f"i{j + 1}" for _, j in even])) < 0.5
+    back = load_ranker(seq.save(tmp_path / "seq"), device="cpu")
+    users = sorted(df["user_id"].unique().to_list())
+    assert np.array_equal(back.score(users, ITEMS), seq.score(users, ITEMS))
+    assert back.model.trans_out.weight.abs().sum() > 0
+
+
+def test_sequential_pool_context_reads_items_before_the_window(tmp_path) -> None:
+    from workbench.rankers.sequential import SequenceWindows, context_before
+
+    seqs = [np.arange(1, 9)]  # one user, items 1..8
+    data = SequenceWindows(seqs, max_len=3, context=2)
+    batch = data.__getitems__(list(range(len(data))))
+    # windows of 4 cut from the end: [5..8], [2..5], [0, 0, 1, 2]; context = the 2 items before each
+    assert batch["seq"].tolist() == [[5, 6, 7], [2, 3, 4], [0, 0, 1]]
+    first = batch["seq"][0].tolist(), batch["context"][0].tolist()
+    assert first == ([5, 6, 7], [3, 4])
+    assert batch["context"][-1].tolist() == [0, 0]  # nothing before the first window
+    assert context_before(seqs, 3, 4).tolist() == [[2, 3, 4, 5]]
+    assert context_before([np.array([1, 2])], 3, 2).tolist() == [[0, 0]]
+    # The user's taste pool at scoring time sees the context: changing an early item changes scores.
+    df = two_tastes()
+    emb = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    cfg = SequentialConfig(max_len=2, dim=8, heads=1, layers=1, history_pool=True, pool_context=4,
+                           train=quick_train(3))
+    r = SequentialRanker(cfg).fit(df, ITEMS, item_embeddings=emb)
+    assert r._history_context.shape == (40, 4) and (r._history_context[:, -2:] > 0).all()
+    with torch.no_grad():
+        r.model.pool.weight.normal_()  # a non-zero pool, so the context matters
+    windows, ctx = r._history(torch.arange(2))
+    a = r.model.all_scores(windows, ctx)
+    b = r.model.all_scores(windows, torch.zeros_like(ctx))
+    assert not torch.allclose(a, b)
+    back = load_ranker(r.save(tmp_path / "seq"), device="cpu")
+    users = sorted(df["user_id"].unique().to_list())
+    assert np.array_equal(back.score(users, ITEMS), r.score(users, ITEMS))
+    assert torch.equal(back._history_context, r._history_context)
+
+
+def test_sequential_config_rejects_bad_transition_and_pool_context() -> None:
+    with pytest.raises(ConfigError, match="transition_rank"):
+        SequentialConfig(transition_rank=-1).validate()
+    with pytest.raises(ConfigError, match="pool_context"):
+        SequentialConfig(pool_context=-3).validate()
+    with pytest.raises(ConfigError, match="needs history_pool"):
+        SequentialConfig(pool_context=5, history_pool=False).validate()
+    with pytest.raises(ConfigError, match="layers"):
+        SequentialConfig(layers=-1).validate()
+    SequentialConfig(layers=0, transition_rank=4, history_pool=True, pool_context=10).validate()

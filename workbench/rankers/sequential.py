@@ -7,6 +7,13 @@ of a learned ID embedding, a learned projection of the item's fused embedding
 the hidden state at the last position is the user vector, and an item's score
 is its dot product with the item's input vector (tied input/output embeddings).
 
+Two optional terms add FPMC's structure (Rendle et al. 2010) to the user vector,
+so scores stay user vector . item vector (the two-tower form): `history_pool`
+with `pool_context` (a taste: the mapped mean of the items of the window and of
+the `pool_context` items before it) and `transition_rank` (a first-order
+transition: a rank-r map of the last item's vector, score += v_prev . M v_item).
+`layers=0` drops the attention: the model is then FPMC over item content.
+
 Training predicts, at every position, the next item, with one of three losses
 (`SequentialConfig.loss`):
 
@@ -69,10 +76,17 @@ class SequentialConfig:
     # > 0: each position attends to its last `attention_window` items only (the pool still sees all
     # `max_len`): the next item depends on the last few, the taste on the whole history
     attention_window: int = 0
+    # The taste pool also reads this many of the user's items before the attention window (0: the
+    # window only): a taste is estimated from the whole history, the next step from the last few.
+    pool_context: int = 0
+    # > 0: a first-order transition term of this rank (FPMC, Rendle et al. 2010): the user vector
+    # gets a low-rank map of the current item's vector, so score += v_prev . M v_item with M of
+    # rank `transition_rank` (zero at the start); 0: only the attention reads the previous item.
+    transition_rank: int = 0
     train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
-        if self.max_len < 2 or self.dim < 1 or self.heads < 1 or self.layers < 1:
+        if self.max_len < 2 or self.dim < 1 or self.heads < 1 or self.layers < 0:
             raise ConfigError(
                 f"SequentialConfig: max_len={self.max_len} (>= 2), dim={self.dim}, heads={self.heads}, "
                 f"layers={self.layers} (>= 1) out of range")
@@ -90,6 +104,13 @@ class SequentialConfig:
             raise ConfigError(f"SequentialConfig.id_dropout={self.id_dropout}: expected [0, 1)")
         if self.attention_window < 0:
             raise ConfigError(f"SequentialConfig.attention_window={self.attention_window}: expected >= 0 (0: all)")
+        if self.pool_context < 0:
+            raise ConfigError(f"SequentialConfig.pool_context={self.pool_context}: expected >= 0 (0: the window only)")
+        if self.pool_context and not self.history_pool:
+            raise ConfigError(f"SequentialConfig.pool_context={self.pool_context} needs history_pool=True "
+                              "(it is the number of earlier items the taste pool reads)")
+        if self.transition_rank < 0:
+            raise ConfigError(f"SequentialConfig.transition_rank={self.transition_rank}: expected >= 0 (0: none)")
         if self.id_embeddings is False and not self.use_fused:
             raise ConfigError("SequentialConfig: id_embeddings=False needs use_fused=True (content vectors)")
 
@@ -109,7 +130,7 @@ class SASRecModel(nn.Module):
     def __init__(self, n_items: int, max_len: int, dim: int, heads: int, layers: int,
                  dropout: float, fused_dim: int = 0, content_hidden: int = 0,
                  id_embeddings: bool = True, item_bias: bool = False, history_pool: bool = False,
-                 attention_window: int = 0) -> None:
+                 attention_window: int = 0, transition_rank: int = 0) -> None:
         super().__init__()
         self.attention_window = attention_window
         if not id_embeddings and not fused_dim:
@@ -143,7 +164,8 @@ class SASRecModel(nn.Module):
         self.register_buffer("in_training", torch.ones(n_items + 1, dtype=torch.bool), persistent=False)
         layer = nn.TransformerEncoderLayer(dim, heads, dim * 2, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # layers=0: no attention (FPMC): the user vector is the taste pool plus the transition term
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         # Taste: the mean of the window's item vectors, mapped, added to the user vector (zero at
@@ -151,6 +173,12 @@ class SASRecModel(nn.Module):
         self.pool = nn.Linear(dim, dim, bias=False) if history_pool else None
         if self.pool is not None:
             nn.init.zeros_(self.pool.weight)
+        # First-order transition (FPMC): a rank-r map of the current item's vector added to the
+        # user vector, i.e. score += v_prev . (B A) v_item; B starts at zero like the pool.
+        self.trans_in = nn.Linear(dim, transition_rank, bias=False) if transition_rank else None
+        self.trans_out = nn.Linear(transition_rank, dim, bias=False) if transition_rank else None
+        if self.trans_out is not None:
+            nn.init.zeros_(self.trans_out.weight)
 
     def item_vectors(self, id_keep: Tensor | None = None) -> Tensor:
         """(n_items + 1, dim): content vector plus ID embedding (row 0 = padding, zero)."""
@@ -179,6 +207,8 @@ class SASRecModel(nn.Module):
         """(b, L, dim) hidden states; position t sees items 0..t only."""
         b, length = seq.shape
         vectors = self.item_vectors() if vectors is None else vectors
+        if self.encoder is None:
+            return vectors.new_zeros((b, length, vectors.shape[1]))
         real = seq > 0
         x = vectors[seq] + self.pos.weight[self.max_len - length:][None]
         x = self.drop(x) * real[..., None]
@@ -195,28 +225,36 @@ class SASRecModel(nn.Module):
         h = self.encoder(x, mask=mask)
         return self.norm(h)
 
-    def user_states(self, seq: Tensor, vectors: Tensor | None = None) -> Tensor:
+    def user_states(self, seq: Tensor, vectors: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         """(b, L, dim) the vector that scores the next item at every position.
 
         The encoder's hidden state, plus (with `history_pool`) the mapped running mean
-        of the item vectors up to that position (the user's taste so far).
+        of the item vectors up to that position (the user's taste so far; `context`,
+        (b, C) items before the window, 0 = padding, joins every position's mean),
+        plus (with `transition_rank`) the transition map of the item at that position.
         """
         vectors = self.item_vectors() if vectors is None else vectors
         h = self.encode(seq, vectors)
-        if self.pool is None:
-            return h
-        real = (seq > 0).to(h.dtype)[..., None]
-        running = torch.cumsum(vectors[seq] * real, dim=1) / torch.cumsum(real, dim=1).clamp_min(1.0)
-        return h + self.pool(running)
+        if self.pool is not None:
+            real = (seq > 0).to(h.dtype)[..., None]
+            total, count = torch.cumsum(vectors[seq] * real, dim=1), torch.cumsum(real, dim=1)
+            if context is not None and context.shape[1]:
+                before = (context > 0).to(h.dtype)[..., None]
+                total = total + (vectors[context] * before).sum(1, keepdim=True)
+                count = count + before.sum(1, keepdim=True)
+            h = h + self.pool(total / count.clamp_min(1.0))
+        if self.trans_in is not None:  # padding rows of `vectors` are zero: no term there
+            h = h + self.trans_out(self.trans_in(vectors[seq]))
+        return h
 
-    def forward(self, seq: Tensor) -> Tensor:
+    def forward(self, seq: Tensor, context: Tensor | None = None) -> Tensor:
         """(b, dim) user vectors: the state after the last item."""
-        return self.user_states(seq)[:, -1]
+        return self.user_states(seq, context=context)[:, -1]
 
-    def all_scores(self, seq: Tensor) -> Tensor:
+    def all_scores(self, seq: Tensor, context: Tensor | None = None) -> Tensor:
         """(b, n_items) scores of every item (columns in ranker item order)."""
         vectors = self.item_vectors()
-        s = self.user_states(seq, vectors)[:, -1] @ vectors[1:].T
+        s = self.user_states(seq, vectors, context)[:, -1] @ vectors[1:].T
         bias = self.item_biases()
         return s if bias is None else s + bias[1:]
 
@@ -242,7 +280,7 @@ class SequentialTask:
             keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout).to(keep.dtype)
         vectors = model.item_vectors(keep)
         bias = model.item_biases(keep)
-        h = model.user_states(seq, vectors)
+        h = model.user_states(seq, vectors, batch.get("context"))
         valid = target > 0
         hv, tv = h[valid], target[valid]
         if self.loss_kind == "softmax":
@@ -295,14 +333,26 @@ def last_window(seqs: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
+def context_before(seqs: list[np.ndarray], length: int, context: int) -> np.ndarray:
+    """(n_users, context) int64: the `context` items before each user's last `length`, left-padded with 0."""
+    out = np.zeros((len(seqs), context), dtype=np.int64)
+    for u, s in enumerate(seqs):
+        part = s[max(0, len(s) - length - context):max(0, len(s) - length)]
+        if len(part):
+            out[u, context - len(part):] = part
+    return out
+
+
 class SequenceWindows(Dataset):
     """Training windows of `max_len + 1` items, cut from the end of each user's sequence.
 
-    A window [x_0 .. x_L] gives inputs x_0..x_{L-1} and targets x_1..x_L (0 = padding).
+    A window [x_0 .. x_L] gives inputs x_0..x_{L-1} and targets x_1..x_L (0 = padding);
+    with `context` > 0 also the `context` items before x_0 (left-padded), which the
+    taste pool reads.
     """
 
-    def __init__(self, seqs: list[np.ndarray], max_len: int) -> None:
-        windows = []
+    def __init__(self, seqs: list[np.ndarray], max_len: int, context: int = 0) -> None:
+        windows, before = [], []
         for s in seqs:
             end = len(s)
             while end >= 2:
@@ -310,15 +360,25 @@ class SequenceWindows(Dataset):
                 w = np.zeros(max_len + 1, dtype=np.int64)
                 w[max_len + 1 - (end - start):] = s[start:end]
                 windows.append(w)
+                c = np.zeros(context, dtype=np.int64)
+                part = s[max(0, start - context):start]
+                if context and len(part):
+                    c[context - len(part):] = part
+                before.append(c)
                 end = start + 1 if start > 0 else 0  # the next window ends where this one starts
         self.windows = torch.from_numpy(np.stack(windows)) if windows else torch.zeros((0, max_len + 1), dtype=torch.long)
+        self.context = torch.from_numpy(np.stack(before)) if before else torch.zeros((0, context), dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        w = self.windows[torch.as_tensor(indices, dtype=torch.long)]
-        return {"seq": w[:, :-1], "target": w[:, 1:]}
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        w = self.windows[idx]
+        out = {"seq": w[:, :-1], "target": w[:, 1:]}
+        if self.context.shape[1]:
+            out["context"] = self.context[idx]
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
@@ -340,7 +400,7 @@ class SequentialRanker(TrainedRanker):
         cfg = self.config
         n_items = len(self.item_ids)
         seqs = user_sequences(self._train_users, self._train_items, self._train_times, len(self.user_ids))
-        data = SequenceWindows(seqs, cfg.max_len)
+        data = SequenceWindows(seqs, cfg.max_len, cfg.pool_context)
         if len(data) == 0:
             raise ConfigError("sequential ranker: no user has two or more training interactions; "
                               "nothing to learn next-item transitions from")
@@ -353,13 +413,16 @@ class SequentialRanker(TrainedRanker):
                         "fused_dim": fused.shape[1] if fused is not None else 0,
                         "content_hidden": cfg.content_hidden if fused is not None else 0,
                         "id_embeddings": use_ids, "item_bias": cfg.item_bias,
-                        "history_pool": cfg.history_pool, "attention_window": cfg.attention_window}
+                        "history_pool": cfg.history_pool, "attention_window": cfg.attention_window,
+                        "transition_rank": cfg.transition_rank}
         torch.manual_seed(cfg.train.seed)
         model = self.build_model(model_config)
         if fused is not None:
             model.fused[1:] = torch.from_numpy(fused)
         self._set_id_keep(model)
         self._history_windows = torch.from_numpy(last_window(seqs, cfg.max_len)).to(self.device)
+        self._history_context = torch.from_numpy(
+            context_before(seqs, cfg.max_len, cfg.pool_context)).to(self.device)
         unseen_negatives = fused is None if cfg.unseen_negatives is None else cfg.unseen_negatives
         task = SequentialTask(self.loss_kind(), cfg.n_negatives, cfg.id_dropout, unseen_negatives)
         self._train(model, task, data, model_config)
@@ -386,22 +449,27 @@ class SequentialRanker(TrainedRanker):
         return SASRecModel(c["n_items"], c["max_len"], c["dim"], c["heads"], c["layers"], c["dropout"],
                            c["fused_dim"], c.get("content_hidden", 0), c.get("id_embeddings", True),
                            c.get("item_bias", False), c.get("history_pool", False),
-                           c.get("attention_window", 0))
+                           c.get("attention_window", 0), c.get("transition_rank", 0))
 
     @property
     def reads_content(self) -> bool:
         return self.model is not None and self.model.fused_proj is not None
 
+    def _history(self, users: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The users' last windows and, with `pool_context`, the items before them."""
+        ctx = self._history_context[users] if self._history_context.shape[1] else None
+        return self._history_windows[users], ctx
+
     def _scores(self, users: Tensor) -> Tensor:
         self.model.eval()
-        return self.model.all_scores(self._history_windows[users])
+        return self.model.all_scores(*self._history(users))
 
     def _candidate_scores(self, users: Tensor, cols: Tensor) -> Tensor:
         # the terms of SASRecModel.all_scores, for the candidates only; the item vectors are
         # kept while the weights do not change (the content projection of every item would
         # otherwise dominate a request's cost on a large catalog)
         vectors, bias = self._eval_item_vectors()
-        h = self.model.user_states(self._history_windows[users], vectors)[:, -1]
+        h = self.model.user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
         s = torch.einsum("bd,bmd->bm", h, vectors[1:][cols])
         return s if bias is None else s + bias[1:][cols]
 
@@ -428,12 +496,15 @@ class SequentialRanker(TrainedRanker):
         dim = self.model.pos.embedding_dim
         # item_vectors() again, from the kept factors: the padding row is zero
         vectors = torch.cat([torch.zeros_like(items[:1, :dim]), items[:, :dim]])
-        u = self.model.user_states(self._history_windows[users], vectors)[:, -1]
+        u = self.model.user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
         return u if items.shape[1] == dim else torch.cat([u, torch.ones_like(u[:, :1])], 1)
 
     def _saved_tensors(self) -> dict[str, Tensor]:
         # The user is their last window of training items: scoring needs it, not the rows.
-        return {**super()._saved_tensors(), f"{STATE_PREFIX}history_windows": self._history_windows}
+        out = {**super()._saved_tensors(), f"{STATE_PREFIX}history_windows": self._history_windows}
+        if self._history_context.shape[1]:
+            out[f"{STATE_PREFIX}history_context"] = self._history_context
+        return out
 
     def _restore_model(self, doc: dict[str, Any], tensors: dict[str, Tensor], folder: Path) -> None:
         super()._restore_model(doc, tensors, folder)
@@ -445,3 +516,11 @@ class SequentialRanker(TrainedRanker):
                 f"{folder / WEIGHTS_FILE}: {STATE_PREFIX}history_windows missing or not of shape "
                 f"{expected} (users x max_len); {RERUN}")
         self._history_windows = windows.to(self.device)
+        n_context = self.config.pool_context
+        context = tensors.get(f"{STATE_PREFIX}history_context") if n_context else torch.zeros(
+            (len(self.user_ids), 0), dtype=torch.long)
+        if context is None or tuple(context.shape) != (len(self.user_ids), n_context):
+            raise CheckpointError(
+                f"{folder / WEIGHTS_FILE}: {STATE_PREFIX}history_context missing or not of shape "
+                f"{(len(self.user_ids), n_context)} (users x pool_context); {RERUN}")
+        self._history_context = context.to(self.device)
