@@ -155,19 +155,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _import_table(args: argparse.Namespace) -> int:
+    from workbench.catalog.loaders.queries import DerivedQueryConfig
     from workbench.catalog.loaders.table import TableImportConfig, TableMapping, import_table
     from workbench.errors import ConfigError
 
+    derived = None
     if args.derived_queries is not None:
-        raise ConfigError("--derived-queries applies only to fashion-products; a table import reads its "
-                          "queries from --queries FILE")
+        if args.derived_queries < 1:
+            raise ConfigError(f"--derived-queries {args.derived_queries}: expected a count >= 1")
+        derived = DerivedQueryConfig(n_queries=args.derived_queries, seed=0)
     category = TableMapping.from_columns_text(args.category)
     mapping = TableMapping(
         **{field: getattr(args, flag) for flag, field in _TABLE_COLUMN_FLAGS.items()},
         category=category or None,
         attributes=TableMapping.from_columns_text(args.attributes),
     )
-    config = TableImportConfig(duplicates=args.on_duplicate or "first", progress=not args.quiet)
+    config = TableImportConfig(duplicates=args.on_duplicate or "first", progress=not args.quiet,
+                               derived_queries=derived)
     # The mapping goes to stderr before the import, so stdout holds only the JSON report.
     report = import_table(args.src, args.out, mapping=mapping, interactions=args.interactions,
                           queries=args.queries, qrels=args.qrels, media_root=args.media_root,
@@ -360,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--derived-queries", type=int, default=None, metavar="N",
                      help="fashion-products: how many queries to derive from attributes "
-                          "(default: min(1000, products of a queryable type))")
+                          "(default: min(1000, products of a queryable type)); table: derive N seeded "
+                          "queries and graded qrels from the category and attributes when you have no "
+                          "search log (the catalog records that they are derived)")
     tab = imp.add_argument_group("table only: files and options")
     tab.add_argument("--format", dest="table_format", choices=["csv", "tsv", "parquet", "jsonl"], default=None,
                      help="format of SRC (default: from its extension)")

@@ -154,6 +154,49 @@ def test_cli_column_flags(tmp_path: Path, capsys) -> None:
     assert json.loads(out)["counts"]["products"] == 1
 
 
+def _shop_rows(n: int = 60) -> str:
+    colours, materials, types = ("red", "blue", "green"), ("wood", "steel"), ("chairs", "lamps", "sofas")
+    lines = ["sku,name,category,colour,material"]
+    for i in range(n):
+        kind = types[i % 3]
+        lines.append(f"S{i:03d},Item {i},home/{kind},{colours[(i // 3) % 3]},{materials[(i // 9) % 2]}")
+    return "\n".join(lines) + "\n"
+
+
+def test_derived_queries_make_a_catalog_without_a_search_log_evaluable(tmp_path: Path, capsys) -> None:
+    src = _write(tmp_path / "shop.csv", _shop_rows())
+    rc = main(["catalog", "import", "table", str(src), "--out", str(tmp_path / "cat"), "--derived-queries", "12",
+               "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["counts"]["queries"] == 12 and report["counts"]["qrels"] > 12
+    assert any(n.startswith("queries are derived from attributes, not real user queries") for n in report["notes"])
+    cat = read_catalog(tmp_path / "cat")
+    assert validate_catalog(cat, on_error="collect") == []
+    queries, qrels = cat.queries.collect(), cat.qrels.collect()
+    assert queries.height == 12 and set(qrels["query_id"]) == set(queries["query_id"])
+    assert cat.manifest["derived_queries"]["n_queries"] == 12  # the catalog says they are derived
+    # every judged product really has the type the query names (its category leaf)
+    leaf = dict(zip(*_products(tmp_path / "cat").select("item_id", pl.col("category").str.split("/").list.last())
+                     .to_dict(as_series=False).values(), strict=True))
+    for q in queries.iter_rows(named=True):
+        judged = qrels.filter(pl.col("query_id") == q["query_id"])["item_id"]
+        assert all(leaf[i].rstrip("s") in q["text"] for i in judged), q
+
+
+def test_derived_queries_beside_a_queries_table_or_a_bad_count_are_refused(tmp_path: Path, capsys) -> None:
+    src = _write(tmp_path / "shop.csv", _shop_rows())
+    qs = _write(tmp_path / "q.csv", "query_id,text\nq1,red chair\n")
+    assert main(["catalog", "import", "table", str(src), "--out", str(tmp_path / "a"), "--derived-queries", "5",
+                 "--queries", str(qs), "--quiet"]) == 2
+    assert "derived queries and a queries table both given" in capsys.readouterr().err
+    assert main(["catalog", "import", "table", str(src), "--out", str(tmp_path / "b"), "--derived-queries", "0",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --derived-queries 0: expected a count >= 1"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_cli_refuses_table_flags_for_other_formats(tmp_path: Path, capsys) -> None:
     assert main(["catalog", "import", "hm", str(tmp_path), "--out", str(tmp_path / "c"), "--price", "p"]) == 2
     assert capsys.readouterr().err.strip() == (

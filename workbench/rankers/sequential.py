@@ -89,7 +89,7 @@ class SequentialConfig:
         if self.max_len < 2 or self.dim < 1 or self.heads < 1 or self.layers < 0:
             raise ConfigError(
                 f"SequentialConfig: max_len={self.max_len} (>= 2), dim={self.dim}, heads={self.heads}, "
-                f"layers={self.layers} (>= 1) out of range")
+                f"layers={self.layers} (>= 0; 0: no attention) out of range")
         if self.dim % self.heads:
             raise ConfigError(f"SequentialConfig: dim={self.dim} must be divisible by heads={self.heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -111,6 +111,9 @@ class SequentialConfig:
                               "(it is the number of earlier items the taste pool reads)")
         if self.transition_rank < 0:
             raise ConfigError(f"SequentialConfig.transition_rank={self.transition_rank}: expected >= 0 (0: none)")
+        if self.layers == 0 and not (self.history_pool or self.transition_rank):
+            raise ConfigError("SequentialConfig: layers=0 (no attention) needs history_pool=True or "
+                              "transition_rank > 0, else the user vector reads nothing of the history")
         if self.id_embeddings is False and not self.use_fused:
             raise ConfigError("SequentialConfig: id_embeddings=False needs use_fused=True (content vectors)")
 

@@ -63,6 +63,7 @@ import polars as pl
 from workbench.catalog.io import CatalogWriter
 from workbench.catalog.loaders import ImportReport
 from workbench.catalog.loaders._images import ImagePolicy, import_image
+from workbench.catalog.loaders.queries import DerivedQueryConfig, derive_queries
 from workbench.catalog.schema import EVENTS, SCHEMAS, TIMESTAMP, ValidationLimits, has_control_chars
 from workbench.errors import CatalogError, ConfigError, MediaError
 from workbench.progress import progress_bar
@@ -73,6 +74,7 @@ _EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }
 TABLE_NAMES = ("products", "interactions", "queries", "qrels")
+_DERIVED_FROM = ("item_id", "title", "category", "attributes")  # product columns derived queries read
 _ROW_NAMES = {"products": "product", "interactions": "interaction", "queries": "query",
               "qrels": "relevance judgement"}
 
@@ -188,6 +190,10 @@ class TableImportConfig:
     name: str | None = None  # catalog name (default: the output folder's name)
     licence: str = ""
     progress: bool = True
+    # Queries and graded qrels derived from the products' category and attributes (seeded,
+    # `workbench.catalog.loaders.queries`), for a catalog that has no search log: they let
+    # the series evaluate search, and the catalog says they are derived, not real queries.
+    derived_queries: DerivedQueryConfig | None = None
 
     def __post_init__(self) -> None:
         if self.duplicates not in ("first", "error"):
@@ -913,6 +919,7 @@ class _Importer:
         self.media = _Media(media_root, writer.media_dir, report, tally, cfg.images)
         self.items: dict[str, int] = {}  # item id -> its row in the products source
         self.queries: dict[str, int] = {}
+        self.kept_products: list[pl.DataFrame] = []  # what derived queries are built from
         self.pairs: set[tuple[str, str]] = set()
         self.counts = dict.fromkeys(TABLE_NAMES, 0) | {"with_image": 0, "with_audio": 0}
         self._series: dict[str, pl.Series] = {}
@@ -936,6 +943,8 @@ class _Importer:
                 if clean.height:
                     self.w.append_table(table, clean)
                     self.counts[table] += clean.height
+                    if table == "products" and self.cfg.derived_queries is not None:
+                        self.kept_products.append(clean.select(_DERIVED_FROM))
         if total == 0:
             below = " below the header" if isinstance(source, _CsvSource) else ""
             raise CatalogError(f"{source.name}: no rows{below}; expected at least one {_ROW_NAMES[table]}")
@@ -1140,6 +1149,25 @@ class _Importer:
                              "relevance": rel.fill_null(0).cast(pl.Int8, strict=False)}).filter(mask)
 
 
+def _write_derived_queries(w: CatalogWriter, importer: _Importer, config: DerivedQueryConfig,
+                           report: ImportReport) -> None:
+    """Queries and qrels from the imported products' attributes, into the catalog being written."""
+    products = pl.concat(importer.kept_products) if importer.kept_products else None
+    try:
+        if products is None:
+            raise CatalogError("no products")
+        queries, qrels, info = derive_queries(products, config)
+    except (CatalogError, ConfigError) as exc:  # e.g. no product type with enough products
+        report.notes.append(f"no derived queries: {exc}")
+        return
+    w.write_table("queries", queries)
+    w.write_table("qrels", qrels)
+    w.meta["derived_queries"] = info
+    importer.counts["queries"] += queries.height
+    importer.counts["qrels"] += qrels.height
+    report.notes.append("queries are derived from attributes, not real user queries: " + info["rule"])
+
+
 def _run_import(
     out: Path,
     sources: dict[str, _Source],
@@ -1174,12 +1202,17 @@ def _run_import(
             report.notes.append(line)
             if log is not None:
                 log(line)
+    if cfg.derived_queries is not None and "queries" in sources:
+        raise ConfigError("derived queries and a queries table both given: derive queries only for a catalog "
+                          "without its own (drop --derived-queries or --queries)")
     with CatalogWriter(out, name=cfg.name, source=source_text, licence=cfg.licence, overwrite=overwrite,
                        extra={"table_import": {t: p.as_json() for t, p in plans.items()}}) as w:
         importer = _Importer(w, cfg, report, tally, media_root.resolve() if media_root is not None else None)
         for table in TABLE_NAMES:
             if table in sources:
                 importer.run(table, sources[table], plans[table])
+        if cfg.derived_queries is not None:
+            _write_derived_queries(w, importer, cfg.derived_queries, report)
     report.notes.extend(tally.notes())
     report.counts = importer.counts
     return report
