@@ -47,7 +47,8 @@ import html
 import math
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -818,52 +819,46 @@ class LabWidget:
     def _on_pick_query(self, change: dict) -> None:
         if not change["new"] or self._muted:
             return
-        self._muted = True
-        try:
+        with self._quietly():
             self.text.value = self.lab.query_text(change["new"])
-        finally:
-            self._muted = False
         self.run_search()
 
     def _on_text(self, change: dict) -> None:
         """Words edited away from the picked catalog query: the picker no longer says what is searched."""
         picked = self.query_picker.value
         if picked and not self._muted and _norm_text(change["new"]) != _norm_text(self.lab.query_text(picked)):
-            self._muted = True
-            try:
+            with self._quietly():
                 self.query_picker.value = ""
-            finally:
-                self._muted = False
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """The widget changes its own controls: their observers must not react."""
+        self._muted = True
+        try:
+            yield
+        finally:
+            self._muted = False
 
     def _on_pick_media(self, m: str, change: dict) -> None:
         if self._muted:
             return
         if change["new"]:
-            self._muted = True
-            try:
+            with self._quietly():
                 self.uploads[m].value = ()  # the product's own file replaces an upload
-            finally:
-                self._muted = False
         self._preview(m)
 
     def _on_upload(self, m: str, change: dict) -> None:
         if self._muted:
             return
         if change["new"]:
-            self._muted = True
-            try:
+            with self._quietly():
                 self.pickers[m].value = ""  # an upload replaces the product's own file
-            finally:
-                self._muted = False
         self._preview(m)
 
     def _clear_media(self, m: str) -> None:
-        self._muted = True
-        try:
+        with self._quietly():
             self.uploads[m].value = ()
             self.pickers[m].value = ""
-        finally:
-            self._muted = False
         self._preview(m)
 
     def _preview(self, m: str) -> None:
