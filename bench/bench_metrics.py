@@ -28,7 +28,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from workbench.evaluate.metrics import ranking_metrics
+from workbench.metrics import ranking_metrics
 
 
 def make_data(n_users: int, top: int, n_items: int, seed: int = 0):

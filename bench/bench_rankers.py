@@ -83,7 +83,7 @@ def full_ranking(args: argparse.Namespace) -> None:
 def movielens_epochs(args: argparse.Namespace) -> None:
     from workbench.catalog import read_catalog
     from workbench.catalog.loaders.movielens import import_movielens
-    from workbench.evaluate.splits import stratified_split
+    from workbench.catalog.splits import stratified_split
 
     if not (ML / "u.data").is_file():
         print(f"{ML} absent: skipping the MovieLens epochs/s")

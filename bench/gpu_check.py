@@ -101,7 +101,7 @@ def check_towers(catalog: Path, work: Path, device: str, profile: str) -> dict:
 
 def check_rankers(catalog: Path, device: str, users: int) -> dict:
     from workbench.catalog import read_catalog
-    from workbench.evaluate.splits import leave_last_out
+    from workbench.catalog.splits import leave_last_out
     from workbench.rankers import BPRConfig, BPRRanker, SequentialConfig, SequentialRanker
     from workbench.train import TrainConfig
 

@@ -42,9 +42,9 @@ import torch
 
 from workbench.catalog import read_catalog
 from workbench.catalog.loaders.movielens import import_movielens
-from workbench.evaluate.splits import stratified_split
+from workbench.catalog.splits import stratified_split
+from workbench.experiments.rankers import movielens_runs, movielens_table
 from workbench.rankers import make_ranker
-from workbench.rankers.experiment import movielens_runs, movielens_table
 
 DEFAULT_SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 COLUMNS = ("map", "ndcg@10", "precision@10", "recall@10")
@@ -56,7 +56,7 @@ def cross_check(name: str, ranker, split, ours: dict[str, float]) -> None:
         from recommenders.evaluation import python_evaluation as rec_eval
     except ImportError:
         return
-    from workbench.rankers.recommend import recommendations_frame
+    from workbench.experiments.recommend import recommendations_frame
 
     users = np.sort(split.test["user_id"].unique().to_numpy().astype(str))
     recs = recommendations_frame(users, ranker.recommend(users, 10)).to_pandas()

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbench.catalog import read_catalog  # noqa: E402
-from workbench.evaluate.metrics import ranking_metrics, relevance_matrix  # noqa: E402
 from workbench.media import load_image  # noqa: E402
+from workbench.metrics import ranking_metrics, relevance_matrix  # noqa: E402
 from workbench.train import TrainConfig, fit  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -352,7 +352,7 @@ def fashion_results(cfg: BenchConfig) -> dict:
 
 def hm_results(cfg: BenchConfig) -> dict:
     from workbench.catalog.loaders.hm import import_hm
-    from workbench.rankers.recommend import RecommendConfig, run_recommend
+    from workbench.experiments.recommend import RecommendConfig, run_recommend
 
     out = CACHE / "hm"
     if not (out / "manifest.json").exists():

@@ -82,7 +82,7 @@ from workbench.encoders import EncoderConfig, embed_catalog, load_encoder
 from workbench.encoders.alignment import AlignmentConfig
 from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
 from workbench.encoders.recipes import TowerTraining, train_towers
-from workbench.evaluate.metrics import relevance_matrix
+from workbench.metrics import relevance_matrix
 from workbench.notebook import stage_folder, stop_here
 from workbench.train import TrainConfig
 
@@ -150,7 +150,7 @@ print(pl.DataFrame([{k: round(v, 3) for k, v in h.items() if k == "loss" or k.st
 # (Only on catalogs with search queries and graded qrels.)
 # Each test query is encoded by the text tower and compared (cosine) with every
 # product's text, image or audio embedding; Recall@10 and nDCG@10 use the
-# graded qrels (`workbench.evaluate.metrics`). Products without that modality
+# graded qrels (`workbench.metrics`). Products without that modality
 # cannot be found by it.
 
 # %%

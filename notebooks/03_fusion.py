@@ -24,7 +24,7 @@
 # description; and hybrids of BM25 with the best dense system (reciprocal rank
 # fusion, and a convex combination of scores).
 #
-# The queries are split three ways (`workbench.evaluate.splits.split_queries`):
+# The queries are split three ways (`workbench.catalog.splits.split_queries`):
 # the fusions train on the **training** queries, every choice (the late-fusion
 # weights, the hybrid weight, which system to keep) is made on the
 # **validation** queries, and the **test** queries only report, with bootstrap
@@ -82,7 +82,7 @@ from workbench.encoders.analysis import ablation, explain, rank_items, subset_ve
 from workbench.encoders.fusion import fixed_weight_fusion
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate import slices
-from workbench.evaluate.metrics import relevance_matrix
+from workbench.metrics import relevance_matrix
 from workbench.evaluate.search import (
     CandidateSettings,
     LexicalSystem,

@@ -74,10 +74,11 @@ import torch
 
 from workbench.catalog import read_catalog, read_truth, write_json_atomic
 from workbench.catalog.profiling import has_rows
-from workbench.evaluate.splits import cold_items_split, leave_last_out
+from workbench.catalog.splits import cold_items_split, leave_last_out
+from workbench.evaluate.rankers import epoch_evaluator, evaluate_ranker, oracle_metrics, ordered_apart
+from workbench.experiments import rankers as ex
 from workbench.notebook import stage_folder, stop_here
 from workbench.rankers import PopularityRanker, item_content, save_rankers
-from workbench.rankers import experiment as ex
 from workbench.rankers.features import load_content_embeddings
 from workbench.report import data_fingerprint
 
@@ -151,7 +152,7 @@ ex.tuned_table(tuned)
 # epoch they are scored on the test split, which only draws the learning curves below.
 
 # %%
-curve = ex.epoch_evaluator(split.test, k=K)
+curve = epoch_evaluator(split.test, k=K)
 rankers = {"popularity": PopularityRanker().fit(split.train, item_ids),
            **ex.fit_rankers(tuned, split.train, item_ids, item_embeddings=content, seed=SEED, eval_fn=curve)}
 
@@ -178,9 +179,9 @@ for folder in saved:
 # Other catalogs have no ground truth, hence no oracle row.
 
 # %%
-per_user = {name: ex.evaluate_ranker(r, split.test, k=K, per_query=True) for name, r in rankers.items()}
+per_user = {name: evaluate_ranker(r, split.test, k=K, per_query=True) for name, r in rankers.items()}
 if cat.has_truth:
-    per_user["oracle"] = ex.oracle_metrics(read_truth(CATALOG_DIR), split.train, split.test, item_ids, k=K,
+    per_user["oracle"] = oracle_metrics(read_truth(CATALOG_DIR), split.train, split.test, item_ids, k=K,
                                            per_query=True)
 
 # %% [markdown]
@@ -198,7 +199,7 @@ for name in [n for n in ("popularity", "oracle") if n in per_user]:
 # %%
 ndcg = {name: pq[f"ndcg@{K}"] for name, pq in per_user.items()}
 print("sequential > BPR > popularity, every interval apart:",
-      ex.ordered_apart(ndcg, ["sequential", "bpr", "popularity"], n_resamples=N_BOOT, seed=SEED))
+      ordered_apart(ndcg, ["sequential", "bpr", "popularity"], n_resamples=N_BOOT, seed=SEED))
 if "oracle" in ndcg:
     ratio = float(np.nanmean(ndcg["sequential"]) / np.nanmean(ndcg["oracle"]))
     print(f"sequential reaches {ratio:.2f} of the oracle's nDCG@10 (the goal is 0.6)")
@@ -210,7 +211,7 @@ if "oracle" in ndcg:
 # %%
 # NBVAL_CHECK_OUTPUT
 print("sequential's interval lies above BPR's and popularity's:",
-      all(ex.ordered_apart(ndcg, ["sequential", other], n_resamples=N_BOOT, seed=SEED) for other in ("bpr", "popularity")))
+      all(ordered_apart(ndcg, ["sequential", other], n_resamples=N_BOOT, seed=SEED) for other in ("bpr", "popularity")))
 if "oracle" in ndcg:
     print(f"sequential reaches at least {MIN_ORACLE_SHARE} of the oracle's nDCG@10:", ratio >= MIN_ORACLE_SHARE)
 

@@ -66,7 +66,7 @@ from IPython.display import HTML, display
 
 from workbench.catalog import read_catalog
 from workbench.catalog.profiling import has_rows
-from workbench.evaluate.system_run import SystemRunConfig, evaluate_system
+from workbench.experiments.system_run import SystemRunConfig, evaluate_system
 from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.report import to_jsonable, write_json, write_report
 

@@ -198,7 +198,7 @@ class _RankerNames:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from workbench.rankers.recommend import RecommendConfig, run_recommend
+    from workbench.experiments.recommend import RecommendConfig, run_recommend
 
     metrics = run_recommend(
         RecommendConfig(

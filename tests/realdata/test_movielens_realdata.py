@@ -15,9 +15,9 @@ import torch
 
 from workbench.catalog import read_catalog, validate_catalog
 from workbench.catalog.loaders.movielens import import_movielens
-from workbench.evaluate.splits import stratified_split
+from workbench.catalog.splits import stratified_split
+from workbench.evaluate.rankers import movielens_protocol_metrics
 from workbench.rankers import BPRConfig, BPRRanker, PopularityRanker
-from workbench.rankers.experiment import movielens_protocol_metrics
 from workbench.train import TrainConfig
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

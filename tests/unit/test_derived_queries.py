@@ -172,7 +172,7 @@ def test_default_count_is_min_1000_and_one_per_queryable_product() -> None:
     assert DerivedQueryConfig().n_queries is None  # None: the rule decides from the catalog
 
     # 1,200 products: the default asks for 1,000 and gets them, ~200 of them in a 20 % test split
-    from workbench.evaluate.splits import split_queries
+    from workbench.catalog.splits import split_queries
 
     q, qrels, info = derive_queries(_many_products())
     assert info["n_requested"] == 1000 and q.height == 1000

@@ -14,6 +14,7 @@ import torch
 from encoder_fixtures import make_tiny_catalog, tiny_config
 
 from workbench.catalog import read_catalog
+from workbench.catalog.splits import split_queries
 from workbench.encoders import (
     EncoderConfig,
     FusionConfig,
@@ -33,7 +34,6 @@ from workbench.encoders.audio import AudioTower, AudioTowerConfig
 from workbench.encoders.image import ImageTower, ImageTowerConfig, train_transform
 from workbench.encoders.text import TextTower, TextTowerConfig, default_model_path, mean_pool
 from workbench.errors import CheckpointError, ConfigError, MediaError
-from workbench.evaluate.splits import split_queries
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import torch
 
 from tests.unit.test_rankers import ITEMS, cycles, frame, hit_rate_in_group, products, two_tastes
 from workbench.catalog import write_catalog
+from workbench.catalog.splits import leave_last_out
 from workbench.errors import CheckpointError, ConfigError
-from workbench.evaluate.splits import leave_last_out
+from workbench.experiments.recommend import RecommendConfig, run_recommend
 from workbench.rankers import (
     MODELS,
     EASEConfig,
@@ -18,10 +19,8 @@ from workbench.rankers import (
     ItemKNNConfig,
     ItemKNNRanker,
     PopularityRanker,
-    RecommendConfig,
     load_ranker,
     make_ranker,
-    run_recommend,
     save_rankers,
 )
 

@@ -184,7 +184,7 @@ def test_real_3000_products_give_enough_test_queries(tmp_path: Path) -> None:
     """The first 3,000 real products: the default derives 1,000 queries, 203 of them test."""
     if not (REAL / "styles.csv").is_file():
         pytest.skip(f"{REAL} is absent (real data lives in ../shared/data beside the repository)")
-    from workbench.evaluate.splits import split_queries
+    from workbench.catalog.splits import split_queries
 
     src = tmp_path / "src"
     src.mkdir()

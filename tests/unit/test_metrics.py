@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench.errors import EvaluationError
-from workbench.evaluate.metrics import (
+from workbench.metrics import (
     coverage,
     intra_list_diversity,
     ranking_metrics,

@@ -11,20 +11,19 @@ import pytest
 import torch
 
 from workbench.catalog import write_catalog
+from workbench.catalog.splits import leave_last_out, stratified_split
 from workbench.errors import CatalogError, CheckpointError, ConfigError, EvaluationError
-from workbench.evaluate.metrics import ranking_metrics, relevance_matrix
-from workbench.evaluate.splits import leave_last_out, stratified_split
+from workbench.experiments.recommend import RecommendConfig, run_recommend
+from workbench.metrics import ranking_metrics, relevance_matrix
 from workbench.rankers import (
     BPRConfig,
     BPRRanker,
     PopularityRanker,
-    RecommendConfig,
     SequentialConfig,
     SequentialRanker,
     TrainingFingerprint,
     load_item_embeddings,
     load_ranker,
-    run_recommend,
     save_rankers,
 )
 from workbench.train import TrainConfig

@@ -8,8 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from workbench.errors import EvaluationError
-from workbench.evaluate.splits import (
+from workbench.catalog.splits import (
     assert_no_leakage,
     leave_last_out,
     make_split,
@@ -17,6 +16,7 @@ from workbench.evaluate.splits import (
     stratified_split,
     temporal_split,
 )
+from workbench.errors import EvaluationError
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -233,7 +233,7 @@ def test_latency_and_explanations():
 
 
 def test_system_run_headline_sections_and_figures():
-    from workbench.evaluate.system_run import SystemRun, SystemRunConfig
+    from workbench.experiments.system_run import SystemRun, SystemRunConfig
 
     order = [[0, 1, 2, 7, 3, 4, 5, 6], [0, 1, 6, 2, 3, 4, 5, 7]]
     cfg = SystemConfig(k=2, ks=(2,), candidates=4, alpha=1.0, n_resamples=100)
@@ -281,8 +281,8 @@ def _saved_popularity(work, split, catalog="cat-1"):
 
 
 def test_system_run_loads_the_saved_ranker_and_names_it(tmp_path):
-    from workbench.evaluate.splits import leave_last_out
-    from workbench.evaluate.system_run import SystemRun, SystemRunConfig, _load_ranker
+    from workbench.catalog.splits import leave_last_out
+    from workbench.experiments.system_run import SystemRun, SystemRunConfig, _load_ranker
     from workbench.rankers import TrainingFingerprint
 
     split = leave_last_out(_interactions())
@@ -299,9 +299,9 @@ def test_system_run_loads_the_saved_ranker_and_names_it(tmp_path):
 
 
 def test_system_run_refuses_a_ranker_trained_on_another_split_or_catalog(tmp_path):
+    from workbench.catalog.splits import leave_last_out, stratified_split
     from workbench.errors import CheckpointError
-    from workbench.evaluate.splits import leave_last_out, stratified_split
-    from workbench.evaluate.system_run import SystemRunConfig, _load_ranker
+    from workbench.experiments.system_run import SystemRunConfig, _load_ranker
     from workbench.rankers import TrainingFingerprint
 
     df = _interactions()
@@ -319,8 +319,8 @@ def test_system_run_refuses_a_ranker_trained_on_another_split_or_catalog(tmp_pat
 
 
 def test_system_run_fits_a_ranker_only_when_none_was_saved(tmp_path):
-    from workbench.evaluate.splits import leave_last_out
-    from workbench.evaluate.system_run import SystemRunConfig, _load_ranker
+    from workbench.catalog.splits import leave_last_out
+    from workbench.experiments.system_run import SystemRunConfig, _load_ranker
     from workbench.rankers import PopularityRanker, TrainingFingerprint
 
     split = leave_last_out(_interactions())

@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 
 from tests.unit.test_rankers import ITEMS, frame, quick_train, two_tastes
+from workbench.catalog.splits import cold_items_split, leave_last_out, stratified_split
 from workbench.errors import CatalogError, ConfigError, EvaluationError
-from workbench.evaluate.splits import cold_items_split, leave_last_out, stratified_split
+from workbench.evaluate.rankers import cold_start_metrics, ordered_apart
+from workbench.experiments.tuning import tune_ranker, validation_split
 from workbench.rankers import (
     ContentConfig,
     EASERanker,
@@ -20,10 +22,7 @@ from workbench.rankers import (
     item_content,
     load_ranker,
     make_ranker,
-    tune_ranker,
-    validation_split,
 )
-from workbench.rankers.experiment import cold_start_metrics, ordered_apart
 from workbench.rankers.registry import Choice, FloatRange, IntRange
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -221,7 +220,7 @@ def test_ordered_apart_needs_intervals_that_do_not_overlap() -> None:
 
 def test_a_ranker_that_cannot_fit_on_validation_keeps_its_defaults_and_says_why() -> None:
     from tests.unit.test_rankers import frame
-    from workbench.rankers.experiment import tuned_table
+    from workbench.experiments.rankers import tuned_table
 
     # every user has two rows: the validation split leaves one each, too few for sequences
     df = frame([(f"u{u}", f"i{(u + j) % 12}", j) for u in range(20) for j in range(2)])

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.unit.test_rankers import ITEMS, quick_train, two_tastes
+from workbench.catalog.splits import leave_last_out
 from workbench.errors import ConfigError
-from workbench.evaluate.splits import leave_last_out
 from workbench.evaluate.system import SystemConfig, evaluate_two_stage, next_item_task
 from workbench.index import IndexConfig, build_index, inner_product_items, inner_product_queries
 from workbench.rankers import (

@@ -18,7 +18,7 @@ import torch
 
 from workbench.encoders.fusion import Fusion
 from workbench.encoders.model import MODALITIES
-from workbench.evaluate.metrics import ranking_metrics, top_k_from_scores
+from workbench.metrics import ranking_metrics, top_k_from_scores
 
 
 def subsets(modalities: Sequence[str] = MODALITIES) -> list[tuple[str, ...]]:

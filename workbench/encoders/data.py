@@ -35,11 +35,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from workbench.catalog import Catalog, read_catalog
+from workbench.catalog.splits import DEFAULT_VALIDATION_FRACTION, split_queries
 from workbench.encoders.image import ImageTower
 from workbench.encoders.model import EncoderConfig, state_digest
 from workbench.encoders.text import TextTower
 from workbench.errors import CatalogError
-from workbench.evaluate.splits import DEFAULT_VALIDATION_FRACTION, split_queries
 from workbench.files import save_tensors_atomic
 from workbench.media import load_audio, load_image
 
@@ -316,7 +316,7 @@ def query_item_pairs(
 ) -> np.ndarray:
     """(query index, item index, relevance) rows of the qrels of one query split.
 
-    The split is `workbench.evaluate.splits.split_queries`, the one every stage
+    The split is `workbench.catalog.splits.split_queries`, the one every stage
     uses: towers and fusions train on `train`, choices are made on `validation`,
     claims on `test`, so no test query is ever trained on or chosen with.
     """

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from workbench.catalog import Catalog, read_catalog
+from workbench.catalog.splits import DEFAULT_VALIDATION_FRACTION
 from workbench.device import resolve_device
 from workbench.encoders.alignment import AlignmentConfig, AlignmentTask, positive_keys
 from workbench.encoders.data import (
@@ -33,7 +34,6 @@ from workbench.encoders.fusion import Fusion, FusionConfig, FusionModel
 from workbench.encoders.image import train_transform
 from workbench.encoders.model import EncoderConfig, MultimodalEncoder, save_encoder
 from workbench.encoders.text import TextTower
-from workbench.evaluate.splits import DEFAULT_VALIDATION_FRACTION
 from workbench.train import TrainConfig, fit
 
 
@@ -42,7 +42,7 @@ class TowerTraining:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=256, lr=1e-3))
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    test_fraction: float = 0.2  # share of queries held out for the claims (workbench.evaluate.splits)
+    test_fraction: float = 0.2  # share of queries held out for the claims (workbench.catalog.splits)
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION  # held out for choosing, never trained on
     split_seed: int = 0
     checkpoints: bool = True  # epoch checkpoints under <work>/encoders/checkpoints (resumable)

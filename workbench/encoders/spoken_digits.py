@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 
 from workbench.encoders.audio import AudioTower, AudioTowerConfig
 from workbench.errors import CatalogError, ConfigError
-from workbench.evaluate.metrics import ranking_metrics
 from workbench.media import load_audio
+from workbench.metrics import ranking_metrics
 from workbench.progress import progress_bar
 from workbench.train import TrainConfig, fit
 

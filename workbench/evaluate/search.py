@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from workbench.errors import ConfigError, EvaluationError
 from workbench.evaluate.bootstrap import PairedResult, bootstrap_ci, paired_comparison
-from workbench.evaluate.metrics import ranking_metrics, top_k_from_scores
+from workbench.metrics import ranking_metrics, top_k_from_scores
 
 KINDS = ("single", "late", "learned", "lexical", "hybrid")
 MIN_VALIDATION_QUERIES = 10

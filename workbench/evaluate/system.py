@@ -44,7 +44,7 @@ import scipy.sparse as sp
 
 from workbench.errors import ConfigError, EvaluationError
 from workbench.evaluate.bootstrap import bootstrap_ci, paired_comparison
-from workbench.evaluate.metrics import _lookup, ranking_metrics
+from workbench.metrics import _lookup, ranking_metrics
 from workbench.progress import progress_bar
 
 __all__ = [
@@ -196,7 +196,7 @@ def query_task(
     Qrels of queries not in ``queries`` are ignored (e.g. the training split);
     qrels of items not in ``item_ids`` raise (they belong to another catalog).
     """
-    from workbench.evaluate.metrics import relevance_matrix
+    from workbench.metrics import relevance_matrix
 
     q = queries.collect() if isinstance(queries, pl.LazyFrame) else queries
     query_ids = q["query_id"].cast(pl.Utf8).to_numpy().astype(str)

@@ -1,9 +1,10 @@
 """Rankers behind one interface: popularity, BPR, SASRec-style sequences, EASE and item-kNN.
 
 Fitted rankers are saved with `Ranker.save` / `save_rankers` and read back with
-`load_ranker`; `MODELS` names them (`workbench recommend --model NAME`),
-`tune_ranker` chooses their hyperparameters on validation, and
+`load_ranker`; `MODELS` names them (`workbench recommend --model NAME`) and
 `item_content` builds the content features that `SequentialRanker` reads.
+Choosing hyperparameters and `workbench recommend` combine rankers with
+evaluation, so they live in `workbench.experiments` (tuning, recommend).
 """
 
 from workbench.rankers.base import Ranker, Recommendations, load_item_embeddings
@@ -12,7 +13,6 @@ from workbench.rankers.fingerprint import TrainingFingerprint
 from workbench.rankers.itemitem import EASEConfig, EASERanker, ItemKNNConfig, ItemKNNRanker
 from workbench.rankers.mf import BPRConfig, BPRRanker, BPRTask, MFModel
 from workbench.rankers.popularity import PopularityRanker
-from workbench.rankers.recommend import RecommendConfig, run_recommend
 from workbench.rankers.registry import MODELS, RankerSpec, make_ranker
 from workbench.rankers.saved import load_ranker, save_rankers
 from workbench.rankers.sequential import (
@@ -21,7 +21,6 @@ from workbench.rankers.sequential import (
     SequentialRanker,
     SequentialTask,
 )
-from workbench.rankers.tuning import TuneResult, tune_ranker, validation_split
 
 __all__ = [
     "MODELS",
@@ -37,20 +36,15 @@ __all__ = [
     "PopularityRanker",
     "Ranker",
     "RankerSpec",
-    "RecommendConfig",
     "Recommendations",
     "SASRecModel",
     "SequentialConfig",
     "SequentialRanker",
     "SequentialTask",
     "TrainingFingerprint",
-    "TuneResult",
     "item_content",
     "load_item_embeddings",
     "load_ranker",
     "make_ranker",
-    "run_recommend",
     "save_rankers",
-    "tune_ranker",
-    "validation_split",
 ]

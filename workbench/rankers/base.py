@@ -41,10 +41,10 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from workbench.catalog.splits import Split
 from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, json_safe, load_into, save_checkpoint
 from workbench.device import resolve_device
 from workbench.errors import CatalogError, CheckpointError, ConfigError
-from workbench.evaluate.splits import Split
 from workbench.files import sha256_file, staging_dir, write_parquet_atomic
 from workbench.rankers.fingerprint import (
     RERUN,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from workbench.catalog.splits import Split
 from workbench.errors import CheckpointError
-from workbench.evaluate.splits import Split
 
 RERUN = "re-run notebook 05 to train and save the rankers on this catalog and split"
 

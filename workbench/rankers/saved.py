@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from workbench.catalog.splits import Split
 from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, read_checkpoint_doc, read_tensors
-from workbench.evaluate.splits import Split
 from workbench.rankers.base import KIND_PREFIX, Ranker
 from workbench.rankers.fingerprint import TrainingFingerprint, check_fingerprint
 from workbench.rankers.itemitem import EASERanker, ItemKNNRanker

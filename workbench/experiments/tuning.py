@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from workbench.catalog.splits import Split, leave_last_out, stratified_split
 from workbench.errors import ConfigError, EvaluationError
-from workbench.evaluate.splits import Split, leave_last_out, stratified_split
+from workbench.evaluate.rankers import evaluate_ranker
 from workbench.rankers.base import Ranker
 from workbench.rankers.registry import Choice, FloatRange, IntRange, Param, make_ranker, ranker_spec
 
@@ -149,7 +150,6 @@ def tune_ranker(
     users = np.sort(val.test["user_id"].unique().to_numpy().astype(str))
     metric = f"ndcg@{k}"
 
-    from workbench.rankers.experiment import evaluate_ranker
 
     unfit: list[str] = []
 

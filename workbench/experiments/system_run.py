@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from workbench.catalog.splits import Split, leave_last_out, split_queries
 from workbench.errors import EvaluationError
 from workbench.evaluate.search import HybridRetriever, LexicalRetriever, stage_one
-from workbench.evaluate.splits import Split, leave_last_out, split_queries
 from workbench.evaluate.system import (
     SystemConfig,
     TwoStageResult,

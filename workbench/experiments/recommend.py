@@ -24,11 +24,11 @@ import numpy as np
 import polars as pl
 
 from workbench.catalog import read_catalog
+from workbench.catalog.splits import SPLIT_KINDS, Split, make_split
 from workbench.checkpoint import json_safe
 from workbench.errors import CatalogError, ConfigError, EvaluationError
-from workbench.evaluate.metrics import coverage, ranking_metrics, relevance_matrix
-from workbench.evaluate.splits import SPLIT_KINDS, Split, make_split
 from workbench.files import write_json_atomic, write_parquet_atomic
+from workbench.metrics import coverage, ranking_metrics, relevance_matrix
 from workbench.rankers.base import Recommendations, load_item_embeddings
 from workbench.rankers.features import item_content
 from workbench.rankers.registry import MODELS, make_ranker
