@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from workbench.errors import CheckpointError, ConfigError
-from workbench.files import save_tensors_atomic, write_json_atomic
+from workbench.files import read_json_object, save_tensors_atomic, write_json_atomic
 
 __all__ = [
     "DOC_FILE",
@@ -123,15 +123,7 @@ def save_checkpoint(
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """A JSON object from `path`; CheckpointError naming `what` and the file otherwise."""
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{what} {path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"{what} {path}: expected a JSON object, found {type(doc).__name__}")
-    return doc
+    return read_json_object(path, what, CheckpointError)
 
 
 def read_tensors(path: Path, what: str = "checkpoint weights") -> dict[str, Tensor]:
@@ -164,7 +156,7 @@ def read_checkpoint_doc(folder: str | os.PathLike, kind: str | tuple[str, ...] |
     folder = Path(folder)
     _check_folder(folder)
     path = folder / DOC_FILE
-    doc = read_json(path, "checkpoint document")
+    doc = read_json(path, "the checkpoint document")
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
     kinds = (kind,) if isinstance(kind, str) else kind

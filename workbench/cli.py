@@ -351,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     from workbench.catalog.loaders import FORMATS
+    from workbench.catalog.loaders.table import DUPLICATE_POLICIES, FILE_FORMATS
 
     imp = csub.add_parser(
         "import", help="convert a public dataset layout, or your own table, into a catalog",
@@ -368,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "queries and graded qrels from the category and attributes when you have no "
                           "search log (the catalog records that they are derived)")
     tab = imp.add_argument_group("table only: files and options")
-    tab.add_argument("--format", dest="table_format", choices=["csv", "tsv", "parquet", "jsonl"], default=None,
+    tab.add_argument("--format", dest="table_format", choices=FILE_FORMATS, default=None,
                      help="format of SRC (default: from its extension)")
     tab.add_argument("--media-root", default=None, metavar="DIR",
                      help="folder the image and audio paths are relative to (default: SRC's folder); "
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--interactions", default=None, metavar="FILE")
     tab.add_argument("--queries", default=None, metavar="FILE")
     tab.add_argument("--qrels", default=None, metavar="FILE", help="graded relevance (needs --queries)")
-    tab.add_argument("--on-duplicate", choices=["first", "error"], default=None,
+    tab.add_argument("--on-duplicate", choices=DUPLICATE_POLICIES, default=None,
                      help="a repeated item or query id: keep the first row (default) or refuse the import")
     tab.add_argument("--quiet", action="store_true", help="no progress bars")
     cols = imp.add_argument_group("table only: source columns (default: guessed from common names)")
@@ -401,11 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
         cols.add_argument(flag, default=None, metavar="COL", help=what)
     imp.set_defaults(func=_cmd_import)
 
+    from workbench.catalog.splits import SPLIT_KINDS
+
     rec = sub.add_parser("recommend", help="train a ranker, write recommendations and print metrics")
     rec.add_argument("--catalog", required=True)
     rec.add_argument("--model", choices=_RankerNames(), default="bpr",
                      help="a ranker of workbench.rankers.MODELS")
-    rec.add_argument("--split", choices=["stratified", "leave_last", "temporal"], default="stratified")
+    rec.add_argument("--split", choices=SPLIT_KINDS, default="stratified")
     rec.add_argument("--seed", type=int, default=42, help="split and training seed (42: Recommenders' protocol)")
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--out", required=True)

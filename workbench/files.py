@@ -32,6 +32,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from workbench.errors import WorkbenchError
+
 try:  # POSIX advisory locks: released by the kernel when the holder dies
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux
@@ -175,6 +177,32 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2)
     """JSON with sorted keys and a final newline; NaN and infinity are refused (not JSON)."""
     text = json.dumps(payload, indent=indent, sort_keys=True, ensure_ascii=False, allow_nan=False)
     return write_text_atomic(path, text + "\n")
+
+
+def read_json_object(path: str | os.PathLike, what: str,
+                     error: type[WorkbenchError] = WorkbenchError) -> dict[str, Any]:
+    """The JSON object in `path` (`what` names it, e.g. "the run record"); `error` otherwise.
+
+    The one reader of the workbench's JSON documents (checkpoints, run records, metrics):
+    a missing file, a folder, bytes that are not UTF-8 JSON (or nest too deeply) and a
+    document that is not an object each get one line naming the file and what was expected.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: a folder; expected {what} (a JSON file)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: missing; expected {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc}); expected {what}") from exc
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise error(f"{path}: not valid JSON ({' '.join(str(exc).split())[:200]}); expected {what}") from exc
+    if not isinstance(doc, dict):
+        raise error(f"{path}: holds a JSON {type(doc).__name__}; expected {what} (a JSON object)")
+    return doc
 
 
 def save_tensors_atomic(

@@ -57,6 +57,7 @@ import numpy as np
 import polars as pl
 
 from workbench.catalog import Catalog, read_catalog
+from workbench.catalog.schema import MODALITIES
 from workbench.errors import (
     CatalogError,
     ConfigError,
@@ -68,7 +69,6 @@ from workbench.errors import (
 )
 from workbench.index import embedding_fingerprint, load_index
 
-MODALITIES = ("text", "image", "audio")
 MEDIA = ("image", "audio")  # the query parts that come as files
 # Colours of the contribution bars, one per modality (negative terms are drawn grey).
 COLOURS = {"text": "#4c78a8", "image": "#f58518", "audio": "#54a24b"}

@@ -14,7 +14,6 @@ test per metric on the per-query results both runs wrote.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from workbench.evaluate.tolerance import (
     Tolerance,
     compare_metrics,
 )
-from workbench.files import sha256_file, write_json_atomic
+from workbench.files import read_json_object, sha256_file, write_json_atomic
 
 RUN_RECORD = "run.json"
 RUN_FORMAT = "workbench.run/1"
@@ -125,12 +124,7 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"{path}: missing; expected a report folder written by `workbench run` "
                           "(reports from older versions cannot be verified: re-run them)")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(record, dict):
-        raise ReportError(f"{path}: expected a JSON object")
+    record = read_json_object(path, "the run record of `workbench run`", ReportError)
     for name, (kind, what) in _RECORD_FIELDS.items():
         if not isinstance(record.get(name), kind):
             found = "missing" if name not in record else f"a {type(record[name]).__name__}"
@@ -205,14 +199,7 @@ def verify_catalog(record: dict[str, Any], catalog_dir: str | Path | None = None
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / METRICS
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return doc
+    return read_json_object(run_dir / METRICS, "the run's metrics", ReportError)
 
 
 # --------------------------------------------------------------------------- reproduce
@@ -405,10 +392,7 @@ def compare_with_reference(
 ) -> MetricComparison:
     """Every stage of the reference against what the notebooks wrote now (stages in `skip` left out)."""
     ref_path = Path(reference)
-    try:
-        expected = json.loads(ref_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{ref_path}: not readable JSON ({exc}); expected a reference from `make reference`") from exc
+    expected = read_json_object(ref_path, "a reference from `make reference`", ReportError)
     expected = {stem: m for stem, m in expected.items() if stem not in skip}
     actual = stage_metrics(reports_dir, sorted(expected))
     return compare_metrics(expected, actual, tolerances, ignore=DERIVED_TEXT, names=("reference", "now"))

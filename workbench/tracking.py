@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from workbench.errors import ConfigError, ReportError, WorkbenchError
+from workbench.files import read_json_object
 
 INSTALL_HINT = 'pip install -e ".[tracking]" (in the project folder; or: pip install mlflow-skinny)'
 DEFAULT_EXPERIMENT = "workbench"
@@ -131,20 +132,11 @@ def report_metrics(report_dir: Path) -> dict[str, float]:
                           "by `workbench run`")
     metrics: dict[str, float] = {}
     for prefix, path in docs:
-        doc = _read_json(path, "the run's metrics")
+        doc = read_json_object(path, "the run's metrics", ReportError)
         for key, value in flatten(doc).items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metrics[prefix + key] = float(value)
     return metrics
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ReportError(f"{path}: missing; expected {what} (a report folder written by `workbench run`)") from e
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: not readable JSON ({' '.join(str(e).split())}); expected {what}") from e
 
 
 def run_params(record: dict[str, Any]) -> dict[str, str]:
@@ -204,9 +196,8 @@ def log_run(report_dir: str | Path, tracking_uri: str | None = None, *,
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         raise ReportError(f"{report_dir}: not a folder; expected a report folder written by `workbench run`")
-    record = _read_json(report_dir / RUN_RECORD, "the run record")
-    if not isinstance(record, dict):
-        raise ReportError(f"{report_dir / RUN_RECORD}: not a JSON object; expected the run record of `workbench run`")
+    record = read_json_object(report_dir / RUN_RECORD, "the run record (a report folder written by `workbench run`)",
+                              ReportError)
     metrics = report_metrics(report_dir)
     names = metric_names(metrics)
     params = run_params(record)

@@ -27,12 +27,12 @@ import plotly.graph_objects as go
 import polars as pl
 import torch
 
+from workbench.catalog.schema import MODALITIES
 from workbench.device import resolve_device
 from workbench.errors import ConfigError
 from workbench.files import write_text_atomic
 from workbench.paths import cache_dir
 
-MODALITIES = ("text", "image", "audio")
 PROBE_ATTRIBUTES = ("category", "colour", "pattern", "material", "style", "brand")
 
 # --------------------------------------------------------------------------- UMAP

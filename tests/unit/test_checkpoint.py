@@ -91,13 +91,13 @@ def test_read_errors_name_the_file(tmp_path):
     weights.write_bytes(good_weights)
 
     doc_path.write_text("{oops")
-    with pytest.raises(CheckpointError, match=r"ck/model.json is not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"ck/model.json: not valid JSON"):
         read_checkpoint(folder)
     doc_path.write_text(json.dumps({**json.loads(good_doc), "format": "other/2"}))
     with pytest.raises(CheckpointError, match=r"model.json: format 'other/2', expected 'workbench.checkpoint/1'"):
         read_checkpoint(folder)
     doc_path.unlink()
-    with pytest.raises(CheckpointError, match=r"ck/model.json does not exist"):
+    with pytest.raises(CheckpointError, match=r"ck/model.json: missing; expected the checkpoint document"):
         read_checkpoint(folder)
     (folder / "config.json").write_text(good_doc)  # the layout before the one format
     with pytest.raises(CheckpointError, match=r"config.json: written by an older workbench.*re-run notebook 02"):

@@ -83,7 +83,7 @@ def test_a_run_records_itself_and_verifies(tiny, monkeypatch):
     (lambda run: (run / "extra.txt").write_text("x"), "extra.txt: not written by the run"),
     (lambda run: (run / "01_stage" / "metrics.json").unlink(), "01_stage/metrics.json: listed in run.json but missing"),
     (lambda run: (run / "run.json").unlink(), "run.json: missing"),
-    (lambda run: (run / "run.json").write_text("[1]"), "run.json: expected a JSON object"),
+    (lambda run: (run / "run.json").write_text("[1]"), "run.json: holds a JSON list; expected the run record"),
 ])
 def test_a_changed_report_is_refused_naming_the_file(tiny, monkeypatch, damage, message):
     run = _run(tiny, "r", monkeypatch)

@@ -272,7 +272,7 @@ def test_load_checkpoint_bad_inputs_name_the_file(tmp_path):
 
     # a model.json that is not JSON
     (path / "model.json").write_text("{oops")
-    with pytest.raises(CheckpointError, match="model.json is not valid JSON"):
+    with pytest.raises(CheckpointError, match="model.json: not valid JSON"):
         load_checkpoint(path, model)
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from workbench.catalog.schema import MODALITIES
 from workbench.checkpoint import DOC_FILE, WEIGHTS_FILE, load_into, read_checkpoint, save_checkpoint
 from workbench.encoders.audio import AudioTower, AudioTowerConfig
 from workbench.encoders.image import ImageTower, ImageTowerConfig
 from workbench.encoders.text import TextTower, TextTowerConfig
 from workbench.errors import CheckpointError, ConfigError
 
-MODALITIES = ("text", "image", "audio")
 ENCODER_KIND = "multimodal_encoder"
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from workbench.catalog.schema import MODALITIES
 from workbench.catalog.splits import Split, leave_last_out, split_queries
 from workbench.errors import EvaluationError
 from workbench.evaluate.search import HybridRetriever, LexicalRetriever, stage_one
@@ -47,7 +48,6 @@ from workbench.rankers import MODELS, Ranker, TrainingFingerprint, load_ranker, 
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("text", "image", "audio")
 TOWER_INDEX_RECALL = 0.95  # share of the exact top-candidates the two-tower ANN index must keep
 TOWER_TUNING_USERS = 500  # training users whose vectors tune that index (no test user, no label)
 

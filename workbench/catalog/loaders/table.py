@@ -69,6 +69,7 @@ from workbench.errors import CatalogError, ConfigError, MediaError
 from workbench.progress import progress_bar
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+DUPLICATE_POLICIES = ("first", "error")  # a repeated item/query id: keep the first row, or refuse
 _EXTENSIONS = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -196,7 +197,7 @@ class TableImportConfig:
     derived_queries: DerivedQueryConfig | None = None
 
     def __post_init__(self) -> None:
-        if self.duplicates not in ("first", "error"):
+        if self.duplicates not in DUPLICATE_POLICIES:
             raise ConfigError(f"duplicates={self.duplicates!r}: expected 'first' (keep the first row) or 'error'")
         for name in ("chunk_rows", "csv_block_bytes"):
             value = getattr(self, name)
