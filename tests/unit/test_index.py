@@ -270,6 +270,8 @@ def test_choose_setting_fastest_meeting_target():
     assert (fallback["leaves_to_search"], fallback["meets_target"]) == (4, False)
     cfg = config_for_setting(IndexConfig.for_size(3000), chosen)
     assert (cfg.kind, cfg.leaves_to_search, cfg.reorder) == ("scann", 2, 50)
+    with pytest.raises(ConfigError, match="neither the setting nor base gives num_leaves"):
+        config_for_setting(IndexConfig(), chosen)  # an unresolved base, a row without it
     with pytest.raises(ConfigError):
         choose_setting([])
 

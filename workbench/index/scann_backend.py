@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 
 from workbench.index.base import VectorIndex
 from workbench.index.config import MIN_PARTITION_SIZE, IndexConfig
@@ -18,7 +20,16 @@ class ScannIndex(VectorIndex):
 
     kind = "scann"
 
-    def __init__(self, item_ids, dim, config, fingerprint, items, searcher, build_s=0.0):
+    def __init__(
+        self,
+        item_ids: np.ndarray,
+        dim: int,
+        config: IndexConfig,
+        fingerprint: str,
+        items: pl.DataFrame,
+        searcher: Any,  # scann's ScannSearcher (the package has no type information)
+        build_s: float = 0.0,
+    ) -> None:
         super().__init__(item_ids, dim, config, fingerprint, items, build_s)
         self.searcher = searcher
         if config.num_threads:
@@ -66,7 +77,7 @@ class ScannIndex(VectorIndex):
             self.searcher.serialize(str(folder / SCANN_DIR), relative_path=True)
 
 
-def _build_scann(vectors: np.ndarray, cfg: IndexConfig):
+def _build_scann(vectors: np.ndarray, cfg: IndexConfig) -> Any:
     ops = _scann()
     n = vectors.shape[0]
     builder = ops.builder(vectors, 10, "dot_product").tree(

@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 from workbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# ScaNN picks its kernels (LUT16 asymmetric hashing, k-means, dot products) by the flags
 # research_scann::flags_internal::should_use_avx2 / should_use_avx512, set at load time
 # from `port::TestCPUFeature`. In the scann 1.4.2 wheel that function is compiled to
 # `return false` (its CPUID block is guarded by a macro the wheel's build never defines),
@@ -114,7 +116,7 @@ def _apply_scann_kernels(level: str) -> str:
     return level
 
 
-def _scann_module():
+def _scann_module() -> Any:
     try:
         from scann.scann_ops.py import scann_ops_pybind
     except ImportError as exc:  # pragma: no cover - scann is a Linux dependency
@@ -124,7 +126,7 @@ def _scann_module():
     return scann_ops_pybind
 
 
-def _scann():
+def _scann() -> Any:
     ops = _scann_module()
     scann_kernels()  # before the first searcher: see the comment above SCANN_KERNELS
     return ops

@@ -112,6 +112,7 @@ def sweep(
     arr = _as_matrix(vectors, "item vectors")
     q = _as_matrix(queries, "queries")
     base = (config or IndexConfig()).resolved(arr.shape[0])
+    assert base.num_leaves is not None  # `resolved` fills every None field
     if exact is None:
         exact, _ = exact_baseline(item_ids, arr, q, k, repeats=1, device=base.device)
     # fewer than k re-ordered candidates cannot fill a top-k list: raise them to k
@@ -228,10 +229,16 @@ def sweep_claims(
 def config_for_setting(base: IndexConfig, setting: dict[str, Any]) -> IndexConfig:
     """`base` with the num_leaves / leaves_to_search / reorder (and, when the row has
     them, dims_per_block / anisotropic_threshold) of a sweep row."""
+    num_leaves = setting.get("num_leaves", base.num_leaves)
+    if num_leaves is None:
+        raise ConfigError(
+            "config_for_setting: neither the setting nor base gives num_leaves; "
+            "expected a sweep row or a base from IndexConfig.for_size"
+        )
     return replace(
         base,
         kind="scann",
-        num_leaves=int(setting.get("num_leaves", base.num_leaves)),
+        num_leaves=int(num_leaves),
         leaves_to_search=int(setting["leaves_to_search"]),
         reorder=int(setting["reorder"]),
         dims_per_block=int(setting.get("dims_per_block", base.dims_per_block)),

@@ -36,7 +36,7 @@ def _as_matrix(vectors: Any, what: str) -> np.ndarray:
 
 
 def inner_product_items(vectors: np.ndarray) -> np.ndarray:
-    """Item vectors for maximum-inner-product search through this module's cosine indexes.
+    """Item vectors for maximum-inner-product search through this package's cosine indexes.
 
     Each row gets one more coordinate, sqrt(M**2 - |x|**2) with M the largest row
     norm, so every row has norm M; with `inner_product_queries` (a 0 in that
@@ -63,7 +63,9 @@ def inner_product_queries(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([q, np.zeros((q.shape[0], 1), np.float32)], axis=1))
 
 
-def _normalise(arr: np.ndarray, what: str, names: Sequence[str] | None = None) -> np.ndarray:
+def _normalise(
+    arr: np.ndarray, what: str, names: Sequence[str] | np.ndarray | None = None
+) -> np.ndarray:
     """L2-normalise rows; NaN/inf and zero rows cannot be, so they are errors naming the rows."""
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
