@@ -213,9 +213,9 @@ def environment() -> dict[str, Any]:
             "loaded_before_pin": list(_loaded_before_pin),
         },
         **_torch_facts(),
-        # the SIMD level ScaNN runs at, once an index was built or loaded (workbench.index
+        # the SIMD level ScaNN runs at, once an index was built or loaded (workbench.index.scann_simd
         # sets it; read from there without importing it, which sits above this module)
-        "scann_kernels": getattr(sys.modules.get("workbench.index"), "_scann_kernels_in_use", None),
+        "scann_kernels": getattr(sys.modules.get("workbench.index.scann_simd"), "_scann_kernels_in_use", None),
         "packages": {p: v for p in PACKAGES if (v := _version(p)) is not None},
     }
 

@@ -270,6 +270,8 @@ def test_choose_setting_fastest_meeting_target():
     assert (fallback["leaves_to_search"], fallback["meets_target"]) == (4, False)
     cfg = config_for_setting(IndexConfig.for_size(3000), chosen)
     assert (cfg.kind, cfg.leaves_to_search, cfg.reorder) == ("scann", 2, 50)
+    with pytest.raises(ConfigError, match="neither the setting nor base gives num_leaves"):
+        config_for_setting(IndexConfig(), chosen)  # an unresolved base, a row without it
     with pytest.raises(ConfigError):
         choose_setting([])
 
@@ -580,7 +582,7 @@ def test_load_checks_fields_that_must_agree(tmp_path, small_saved, kind, edit, n
 
 
 def test_schema_covers_every_config_field():
-    from workbench.index import _CONFIG_SCHEMA
+    from workbench.index.folder_format import _CONFIG_SCHEMA
 
     assert list(_CONFIG_SCHEMA.fields) == [f.name for f in fields(IndexConfig)]
 
@@ -771,11 +773,11 @@ def test_scann_build_save_load_print_nothing_on_stderr(tmp_path):
     assert not NATIVE_LOG.search(run.stderr), run.stderr
     assert "searched (3, 5)" in run.stdout
     # nothing lost: the C++ lines reached the logger
-    assert re.search(r"workbench.index ScaNN build: I\d+ .*\.cc:\d+\]", run.stdout), run.stdout
+    assert re.search(r"workbench\.index\.native_stderr ScaNN build: I\d+ .*\.cc:\d+\]", run.stdout), run.stdout
 
 
 def test_native_stderr_capture_restores_fd2_and_echoes_failures(capfd, caplog):
-    from workbench.index import _native_stderr_to_log
+    from workbench.index.native_stderr import _native_stderr_to_log
 
     with caplog.at_level(logging.DEBUG, logger="workbench.index"):
         with _native_stderr_to_log("probe"):
