@@ -62,6 +62,7 @@ def run(tmp_path_factory):
     return root, index
 
 
+@pytest.mark.xdist_group("text-image")  # one worker builds the module's `run` (make tiers: --dist loadgroup)
 def test_series_completes_without_audio_or_interactions(run):
     root, index = run
     reports = root / "reports" / "text-image"
@@ -77,6 +78,7 @@ def test_series_completes_without_audio_or_interactions(run):
     assert list(skipped) == ["skipped"] and "no interactions" in skipped["skipped"]  # nothing faked
 
 
+@pytest.mark.xdist_group("text-image")
 def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
     root, _ = run
     reports = root / "reports" / "text-image"
