@@ -188,7 +188,7 @@ def test_sequential_learns_next_item_and_uses_fused_embeddings() -> None:
         assert r.model.fused_proj is not None and np.isfinite(r.history[-1]["loss"])
         assert np.isfinite(r.score(users[:3], ITEMS)).all()
     with pytest.raises(ConfigError, match="divisible"):
-        SequentialConfig(dim=10, heads=3).validate()
+        SequentialConfig(dim=10, heads=3)
     with pytest.raises(ConfigError, match="two or more"):
         SequentialRanker(SequentialConfig(max_len=4, dim=8, heads=1, train=quick_train(1))).fit(
             frame([("a", "i1", 0), ("b", "i2", 0)]), ITEMS)
@@ -366,7 +366,7 @@ def test_bpr_content_factors_rank_an_item_nobody_clicked_by_its_content(tmp_path
     back = load_ranker(bpr.save(tmp_path / "bpr"), device="cpu")
     assert np.array_equal(back.score(odd + even, ITEMS), bpr.score(odd + even, ITEMS)) and back.reads_content
     with pytest.raises(ConfigError, match="user_profile"):
-        BPRConfig(fused="regularise", user_profile=True).validate()
+        BPRConfig(fused="regularise", user_profile=True)
     with pytest.raises(ConfigError, match="needs item_embeddings"):
         BPRRanker(BPRConfig(fused="content", train=quick_train(1))).fit(df, ITEMS)
 
@@ -389,7 +389,7 @@ def test_sequential_attention_window_sees_only_the_last_items() -> None:
     with torch.no_grad():
         assert not torch.allclose(full.encode(a)[0, -1], full.encode(b)[0, -1], atol=1e-4)
     with pytest.raises(ConfigError, match="attention_window"):
-        SequentialConfig(attention_window=-1).validate()
+        SequentialConfig(attention_window=-1)
     seq = SequentialRanker(SequentialConfig(max_len=6, dim=8, heads=1, layers=1, attention_window=2,
                                             train=quick_train(1))).fit(cycles(), ITEMS)
     assert seq.model.attention_window == 2 and seq.model_config["attention_window"] == 2
@@ -462,13 +462,13 @@ def test_sequential_pool_context_reads_items_before_the_window(tmp_path) -> None
 
 def test_sequential_config_rejects_bad_transition_and_pool_context() -> None:
     with pytest.raises(ConfigError, match="transition_rank"):
-        SequentialConfig(transition_rank=-1).validate()
+        SequentialConfig(transition_rank=-1)
     with pytest.raises(ConfigError, match="pool_context"):
-        SequentialConfig(pool_context=-3).validate()
+        SequentialConfig(pool_context=-3)
     with pytest.raises(ConfigError, match="needs history_pool"):
-        SequentialConfig(pool_context=5, history_pool=False).validate()
+        SequentialConfig(pool_context=5, history_pool=False)
     with pytest.raises(ConfigError, match="layers"):
-        SequentialConfig(layers=-1).validate()
-    SequentialConfig(layers=0, transition_rank=4, history_pool=True, pool_context=10).validate()
+        SequentialConfig(layers=-1)
+    SequentialConfig(layers=0, transition_rank=4, history_pool=True, pool_context=10)
     with pytest.raises(ConfigError, match="layers=0 .* reads nothing of the history"):
-        SequentialConfig(layers=0).validate()
+        SequentialConfig(layers=0)

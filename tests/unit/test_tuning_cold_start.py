@@ -194,7 +194,7 @@ def test_unseen_items_are_scored_from_content_alone() -> None:
         SequentialRanker(SequentialConfig(max_len=4, dim=8, heads=1, id_embeddings=False,
                                           train=quick_train(1))).fit(df, ITEMS)
     with pytest.raises(ConfigError, match="id_dropout=1.0"):
-        SequentialConfig(id_dropout=1.0).validate()
+        SequentialConfig(id_dropout=1.0)
 
 
 def test_unknown_users_get_the_documented_popularity_fallback_from_every_ranker() -> None:

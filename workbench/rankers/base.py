@@ -570,7 +570,6 @@ class TrainedRanker(Ranker):
     def __init__(self, config: Any | None = None,
                  eval_fn: Callable[[Ranker], Mapping[str, float]] | None = None) -> None:
         self.config = config or self.config_class()
-        self.config.validate()
         super().__init__(self.config.train.device)
         self.eval_fn = eval_fn
         self.model: torch.nn.Module | None = None

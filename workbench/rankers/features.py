@@ -49,7 +49,7 @@ class ContentConfig:
     embeddings: float = 1.0  # each embedding block (fused, and text/image/audio when given)
     max_values: int = 64  # most frequent values kept per attribute field (the rest: no column)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("category", "brand", "attributes", "price", "embeddings"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -123,7 +123,6 @@ def item_content(products: pl.DataFrame | pl.LazyFrame, item_ids: Sequence[str] 
     missing from `products` raises `CatalogError` naming it.
     """
     config = config or ContentConfig()
-    config.validate()
     df = products.collect() if isinstance(products, pl.LazyFrame) else products
     if "item_id" not in df.columns:
         raise CatalogError("products: no item_id column; expected the catalog's products table")

@@ -48,7 +48,7 @@ class EASEConfig:
     max_items: int = 30_000  # W is dense: n_items² float32 (30k items: 3.6 GB)
     device: str = "auto"
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise ConfigError(f"EASEConfig.l2={self.l2!r}: expected a finite L2 weight > 0")
         if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
@@ -64,7 +64,7 @@ class ItemKNNConfig:
     max_items: int = 30_000  # the fit holds the dense n_items² co-occurrence matrix
     device: str = "auto"
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ConfigError(f"ItemKNNConfig.k={self.k!r}: expected a positive integer")
         if not (math.isfinite(self.shrink) and self.shrink >= 0):
@@ -80,7 +80,6 @@ class _ItemItemRanker(Ranker):
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config or self.config_class()
-        self.config.validate()
         super().__init__(self.config.device)
         self._indptr: Tensor | None = None  # the seen-items CSR on the device, for scoring
         self._indices: Tensor | None = None

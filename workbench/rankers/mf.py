@@ -65,7 +65,7 @@ class BPRConfig:
     unseen_negatives: bool | None = None
     train: TrainConfig = field(default_factory=_default_train)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.dim < 1 or self.n_negatives < 1:
             raise ConfigError(f"BPRConfig: dim={self.dim} and n_negatives={self.n_negatives} must be >= 1")
         if self.l2 < 0 or self.fused_weight < 0:

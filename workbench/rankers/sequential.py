@@ -85,7 +85,7 @@ class SequentialConfig:
     transition_rank: int = 0
     train: TrainConfig = field(default_factory=_default_train)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.max_len < 2 or self.dim < 1 or self.heads < 1 or self.layers < 0:
             raise ConfigError(
                 f"SequentialConfig: max_len={self.max_len} (>= 2), dim={self.dim}, heads={self.heads}, "
