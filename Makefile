@@ -45,15 +45,18 @@ test: $(STAMP) browser-deps lint unit
 	$(MAKE) --no-print-directory --output-sync=target -j2 tiers notebooks
 	$(MAKE) --no-print-directory browser
 
+## ruff; the one-way layers of [tool.importlinter] (pyproject.toml); mypy on workbench/.
 lint: $(STAMP)
 	$(BIN)/ruff check workbench tests bench
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy --cache-dir .cache/mypy
 
 # Each test process is pinned to one thread (workbench.reproducibility), so two workers use both cores.
 unit: $(STAMP)
 	$(PYTEST) -n 2 --timeout=120 tests/unit
 
 tiers: $(STAMP)
-	$(PYTEST) -n 2 --dist worksteal --timeout=900 tests/series tests/realdata tests/gpu
+	$(PYTEST) -n 2 --dist loadgroup --timeout=900 tests/series tests/realdata tests/gpu
 
 browser: $(STAMP)
 	$(PYTEST) --timeout=300 tests/browser

@@ -18,6 +18,20 @@ import pytest
 
 import workbench  # noqa: F401  (pins the deterministic settings; see the docstring)
 
+REPO = Path(__file__).resolve().parents[1]
+# The real samples (FSDD, MovieLens, fashion products, H&M) live beside the repository, never in it.
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str, needs: str | None = None) -> Path:
+    """`../shared/data/<name>`; the test is skipped, naming what is missing, when that folder
+    (or `needs`, a file or folder inside it) is absent."""
+    folder = SHARED_DATA / name
+    wanted = folder / needs if needs else folder
+    if not wanted.exists():
+        pytest.skip(f"{wanted} is absent (the real samples live in {SHARED_DATA}, beside the repository)")
+    return folder
+
 
 @pytest.fixture
 def one_thread():

@@ -4,7 +4,8 @@ The test writes a tiny catalog and work folder (random towers, embeddings, an ex
 index) into a temporary folder, starts `jupyter lab` there on a free port with a random
 token, opens a small generated notebook that builds the lab on them, runs every cell,
 types a query into the lab's text box, clicks search and checks that product cards
-render. Nothing is written into the repository; the server (and its kernel) is stopped
+render in the order, with the titles and scores, that the same lab gives when searched in
+the test's own process. Nothing is written into the repository; the server (and its kernel) is stopped
 at the end. Skipped with a reason when chromium, playwright or JupyterLab is missing.
 The screenshot is left at `<tmp>/lab.png` (and copied to `$WORKBENCH_LAB_SCREENSHOT`
 when that is set).
@@ -24,8 +25,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
+
+from tests.conftest import write_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 
@@ -34,6 +36,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 QUERY = "a red thing"
+LAB_CONFIG = {"k": 6, "candidates": None, "thumbnail": 64}  # the notebook's lab and the expected search's
 
 
 def _skip_reason() -> str | None:
@@ -77,16 +80,19 @@ def _work_folder(root: Path) -> tuple[Path, Path]:
 
 
 def _notebook(path: Path, cat: Path, work: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "from workbench.query_lab import LabConfig, QueryLab, build_widget\n"
-            f"lab = QueryLab.from_work_dir({str(cat)!r}, {str(work)!r}, LabConfig(k=6, candidates=None, thumbnail=64))"
-        ),
-        nbformat.v4.new_code_cell("widget = build_widget(lab)\ndisplay(widget)"),
-    ]
-    nbformat.write(nb, path)
+    write_notebook(path, [
+        "from workbench.query_lab import LabConfig, QueryLab, build_widget\n"
+        f"lab = QueryLab.from_work_dir({str(cat)!r}, {str(work)!r}, LabConfig(**{LAB_CONFIG!r}))",
+        "widget = build_widget(lab)\ndisplay(widget)",
+    ])
+
+
+def _expected_result(cat: Path, work: Path):
+    """The lab's answer to QUERY computed here, with the widget's default weights (every slider 1.0)."""
+    from workbench.query_lab import LabConfig, QueryLab
+
+    lab = QueryLab.from_work_dir(cat, work, LabConfig(**LAB_CONFIG))
+    return lab.search(QUERY, weights=lab.default_weights())
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +137,7 @@ def lab_server(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"jupyter lab did not answer in 45 s: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
-        yield base, token, root
+        yield base, token, root, _expected_result(cat, work)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started
@@ -147,7 +153,7 @@ def lab_server(tmp_path_factory):
 def test_lab_renders_cards_in_jupyterlab(lab_server):
     from playwright.sync_api import sync_playwright
 
-    base, token, root = lab_server
+    base, token, root, expected = lab_server
     shot = root / "lab.png"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -168,13 +174,22 @@ def test_lab_renders_cards_in_jupyterlab(lab_server):
             box.fill(QUERY)
             page.locator(".jupyter-widgets button", has_text="search").first.click()
             page.wait_for_selector(".wb-card", state="visible")
-            cards = page.locator(".wb-card")
-            assert cards.count() == 6
-            title = page.locator(".wb-card .wb-title").first
-            assert title.is_visible() and "product" in title.inner_text()
-            assert page.locator(".wb-card .wb-bar").count() > 0  # contribution bars drawn
+            assert len(expected.cards) == 6
+            cards = page.evaluate(
+                "() => [...document.querySelectorAll('.wb-card')].map(c => ({item: c.dataset.item,"
+                " title: c.querySelector('.wb-title').textContent, score: c.querySelector('.wb-score').textContent,"
+                " bars: [...c.querySelectorAll('.wb-bar')].map(b => b.dataset.modality)}))")
+            # the kernel's search is the one computed here: the same items, in order, titles and scores
+            assert [c["item"] for c in cards] == [c.item_id for c in expected.cards]
+            assert [c["title"] for c in cards] == [f"{c.rank}. {c.title}" for c in expected.cards]
+            assert [c["score"] for c in cards] == [f"score {c.score:.3f}" for c in expected.cards]
+            # one contribution bar per modality the item has
+            assert [c["bars"] for c in cards] == [[m for m in expected.modalities if m in c.contributions]
+                                                  for c in expected.cards]
+            assert any(c["bars"] for c in cards)  # contribution bars drawn
+            assert page.locator(".wb-card .wb-title").first.is_visible()
             message = page.locator(".wb-lab-message").first.inner_text()
-            assert "6 results for 'a red thing'" in message, message
+            assert message == expected.summary() and message.startswith("6 results for 'a red thing'"), message
             page.locator(".wb-card").first.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)
             assert shot.stat().st_size > 10_000

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from workbench.paths import default_catalog_dir, default_report_dir
 from workbench.reproduce import compare_with_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "reference" / "synthetic-ci.json"
 REPORTS = Path(os.environ.get("WORKBENCH_REFERENCE_REPORTS", default_report_dir(default_catalog_dir("ci"))))
-FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = SHARED_DATA / "fsdd" / "recordings"
 
 
 def test_every_stage_metric_is_within_its_tolerance_of_the_reference():

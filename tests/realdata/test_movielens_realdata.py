@@ -7,12 +7,10 @@ floor, so that it stays well under a minute on a 2-core machine.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
+from tests.conftest import shared_data
 from workbench.catalog import read_catalog, validate_catalog
 from workbench.catalog.loaders.movielens import import_movielens
 from workbench.catalog.splits import stratified_split
@@ -20,15 +18,12 @@ from workbench.evaluate.rankers import movielens_protocol_metrics
 from workbench.rankers import BPRConfig, BPRRanker, PopularityRanker
 from workbench.train import TrainConfig
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
 def movielens(tmp_path_factory: pytest.TempPathFactory):
-    src = DATA / "ml-100k"
-    if not (src / "u.data").is_file():
-        pytest.skip(f"{src} is absent (real data lives in ../shared/data beside the repository)")
+    src = shared_data("ml-100k", "u.data")
     out = tmp_path_factory.mktemp("real") / "ml-100k"
     report = import_movielens(src, out)
     return report, read_catalog(out)
@@ -45,21 +40,16 @@ def test_movielens_loader_counts(movielens) -> None:
     assert validate_catalog(cat, check_media=False, on_error="collect") == []
 
 
-def test_movielens_ranking_floor(movielens) -> None:
+def test_movielens_ranking_floor(movielens, one_thread: None) -> None:
     _, cat = movielens
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only contend on shared cores
-    try:
-        items = cat.products.select("item_id").collect()["item_id"].to_numpy().astype(str)
-        split = stratified_split(cat.interactions, 0.75, seed=42)
-        assert (split.report.n_train, split.report.n_test) == (74_992, 25_008)  # Recommenders' sizes
-        pop = movielens_protocol_metrics(PopularityRanker().fit(split.train, items), split.test)
-        assert pop["ndcg@10"] == pytest.approx(0.2498, abs=0.002)  # deterministic
-        cfg = BPRConfig(dim=128, l2=1e-2, train=TrainConfig(
-            epochs=6, batch_size=1024, lr=5e-3, warmup=0.0, grad_clip=None, progress=False, seed=0))
-        bpr = movielens_protocol_metrics(BPRRanker(cfg).fit(split.train, items), split.test)
-    finally:
-        torch.set_num_threads(threads)
+    items = cat.products.select("item_id").collect()["item_id"].to_numpy().astype(str)
+    split = stratified_split(cat.interactions, 0.75, seed=42)
+    assert (split.report.n_train, split.report.n_test) == (74_992, 25_008)  # Recommenders' sizes
+    pop = movielens_protocol_metrics(PopularityRanker().fit(split.train, items), split.test)
+    assert pop["ndcg@10"] == pytest.approx(0.2498, abs=0.002)  # deterministic
+    cfg = BPRConfig(dim=128, l2=1e-2, train=TrainConfig(
+        epochs=6, batch_size=1024, lr=5e-3, warmup=0.0, grad_clip=None, progress=False, seed=0))
+    bpr = movielens_protocol_metrics(BPRRanker(cfg).fit(split.train, items), split.test)
     # Six epochs reach ~0.39 nDCG@10 (the tuned 40-epoch run ~0.46; Cornac's BPR 0.442).
     assert bpr["ndcg@10"] > 0.36 and bpr["precision@10"] > 0.31 and bpr["map"] > 0.09
     assert np.isfinite(list(bpr.values())).all()

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_data
 from workbench.catalog import read_catalog, write_catalog
 from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 from workbench.pipeline import run_series
 
 pytestmark = pytest.mark.slow
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-FASHION = DATA / "fashion-products"
 # These tests check that every stage runs and says what it does on each kind of catalog, not
 # how well it learns (the notebooks under nbval and their reference metrics hold that): the
 # costly parameters are cut to a few epochs, resamples and trials (`workbench run -p`).
@@ -103,8 +102,7 @@ def test_audio_is_left_out_of_training_fusion_atlas_and_ablation(run):
 
 @pytest.mark.realdata
 def test_series_on_imported_fashion_products(tmp_path):
-    if not FASHION.is_dir():
-        pytest.skip(f"{FASHION} is absent (real data lives in ../shared/data beside the repository)")
+    fashion = shared_data("fashion-products")
     from workbench.catalog.loaders.fashion import (
         QUERY_KEYS,
         FashionImportConfig,
@@ -114,7 +112,7 @@ def test_series_on_imported_fashion_products(tmp_path):
 
     catalog = tmp_path / "fashion"
     queries = DerivedQueryConfig(n_queries=300, seed=0, attribute_keys=QUERY_KEYS)  # bounds the test's time
-    import_fashion_products(FASHION, catalog, config=FashionImportConfig(limit=700, queries=queries, progress=False))
+    import_fashion_products(fashion, catalog, config=FashionImportConfig(limit=700, queries=queries, progress=False))
     index = run_series("ci", catalog=catalog, run_name="fashion", reports_root=tmp_path / "reports",
                        work_dir=tmp_path / "work", progress=False, overrides=QUICK)
     reports = tmp_path / "reports" / "fashion"
@@ -174,11 +172,10 @@ def test_series_on_text_only_catalogs(tmp_path, n_queries, stopped):
 
 @pytest.mark.realdata
 def test_series_on_imported_hm_sample(tmp_path):
-    if not (DATA / "hm-sample").is_dir():
-        pytest.skip(f"{DATA / 'hm-sample'} is absent (real data lives in ../shared/data beside the repository)")
+    hm_sample = shared_data("hm-sample")
     from workbench.catalog.loaders.hm import HMImportConfig, import_hm
 
-    import_hm(DATA / "hm-sample", tmp_path / "hm", config=HMImportConfig(progress=False))
+    import_hm(hm_sample, tmp_path / "hm", config=HMImportConfig(progress=False))
     run_series("ci", catalog=tmp_path / "hm", run_name="hm", reports_root=tmp_path / "reports",
                work_dir=tmp_path / "work", progress=False, overrides=QUICK)
     reports = tmp_path / "reports" / "hm"

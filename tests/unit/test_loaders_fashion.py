@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from tests.conftest import shared_data
 from workbench.catalog import read_catalog, validate_catalog
 from workbench.catalog.loaders import import_catalog
 from workbench.catalog.loaders.fashion import FashionImportConfig, import_fashion_products
@@ -176,19 +177,15 @@ def test_fashion_default_query_count_follows_the_catalog_size(fashion_src: Path,
     assert 0 < report.counts["queries"] <= 16
 
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-products"
-
-
 @pytest.mark.realdata
 def test_real_3000_products_give_enough_test_queries(tmp_path: Path) -> None:
     """The first 3,000 real products: the default derives 1,000 queries, 203 of them test."""
-    if not (REAL / "styles.csv").is_file():
-        pytest.skip(f"{REAL} is absent (real data lives in ../shared/data beside the repository)")
+    real = shared_data("fashion-products", "styles.csv")
     from workbench.catalog.splits import split_queries
 
     src = tmp_path / "src"
     src.mkdir()
-    shutil.copy(REAL / "styles.csv", src / "styles.csv")  # no images/: the count needs no photos
+    shutil.copy(real / "styles.csv", src / "styles.csv")  # no images/: the count needs no photos
     report = import_fashion_products(src, tmp_path / "cat", config=FashionImportConfig(limit=3000, progress=False))
     cat = read_catalog(tmp_path / "cat")
     queries = cat.queries.collect()

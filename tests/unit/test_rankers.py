@@ -151,7 +151,39 @@ def test_bpr_negatives_avoid_seen_items() -> None:
     assert not (batch["neg"][3] == 3).any()
 
 
-def test_bpr_fused_init_and_regularise_checkpoints(tmp_path) -> None:
+def test_bpr_fused_init_starts_item_factors_on_the_embeddings_principal_directions() -> None:
+    df = two_tastes()
+    emb = np.zeros((12, 4), dtype=np.float32)
+    emb[:6, 0], emb[6:, 1] = 1.0, 1.0  # content separates the two tastes
+    untrained = quick_train(0)  # no epoch: the factors as initialised
+    init = BPRRanker(BPRConfig(dim=4, init_std=0.1, fused="init", train=untrained)).fit(
+        df, ITEMS, item_embeddings=emb).item_factors()
+    # centred, this content is one direction (taste i0-i5 against i6-i11): the first factor
+    # carries it, the others are zero, and the whole is scaled to init_std
+    np.testing.assert_allclose(init[:6], np.tile(init[0], (6, 1)))
+    np.testing.assert_allclose(init[6:], -init[:6])
+    np.testing.assert_allclose(np.abs(init[:, 0]), 0.2, rtol=1e-5)
+    np.testing.assert_allclose(init[:, 1:], 0.0, atol=1e-6)
+    assert init.std() == pytest.approx(0.1, rel=1e-4)
+    # richer content (6 dims, 8 factors): the first 6 factors keep the embeddings' centred
+    # geometry (every dot product, so every distance) up to one scale; 2 factors of noise pad it
+    content = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
+    factors = BPRRanker(BPRConfig(dim=8, fused="init", train=untrained)).fit(
+        df, ITEMS, item_embeddings=content).item_factors()
+    centred = content - content.mean(0)
+    gram, target = factors[:, :6] @ factors[:, :6].T, centred @ centred.T
+    np.testing.assert_allclose(gram, gram[0, 0] / target[0, 0] * target, rtol=1e-3, atol=1e-6)
+    assert factors.std() == pytest.approx(0.1, rel=1e-4)
+    # without fused, the same seed draws random factors: items of one taste do not coincide
+    plain = BPRRanker(BPRConfig(dim=4, train=untrained)).fit(df, ITEMS).item_factors()
+    assert not np.allclose(plain[0], plain[1], atol=1e-3)
+    # "both" starts from the same factors and keeps the embeddings for its pull
+    both = BPRRanker(BPRConfig(dim=4, fused="both", train=untrained)).fit(df, ITEMS, item_embeddings=emb)
+    np.testing.assert_allclose(both.item_factors(), init)
+    np.testing.assert_array_equal(both.model.fused.numpy(), emb)
+
+
+def test_bpr_fused_regularise_checkpoints_and_bad_embeddings(tmp_path) -> None:
     df = two_tastes()
     emb = np.zeros((12, 4), dtype=np.float32)
     emb[:6, 0], emb[6:, 1] = 1.0, 1.0  # content separates the two tastes

@@ -7,9 +7,12 @@ import re
 
 import numpy as np
 import plotly.graph_objects as go
+import polars as pl
 import pytest
 from plotly.offline import get_plotlyjs
 
+from tests.conftest import small_catalog_tables
+from workbench.catalog import write_catalog
 from workbench.errors import EvaluationError
 from workbench.report import (
     _unpack,
@@ -51,20 +54,6 @@ def test_json_is_sorted_rounded_and_plain(tmp_path):
         to_jsonable({"x": object()})
 
 
-def _catalog(tmp_path):
-    cat = tmp_path / "catalog"
-    cat.mkdir()
-    manifest = {
-        "name": "tiny",
-        "schema_version": 1,
-        "created": "2026-01-01T00:00:00",
-        "counts": {"products": 3},
-        "tables": {"products": {"sha256": "ab" * 32, "rows": 3, "written_at": "now"}},
-    }
-    (cat / "manifest.json").write_text(json.dumps(manifest))
-    return cat
-
-
 def _earlier_notebooks(root):
     fusion = root / "03_fusion"
     fusion.mkdir(parents=True)
@@ -98,7 +87,7 @@ RESULTS = {
 }
 
 
-def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
+def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path, small_catalog):
     run = tmp_path / "reports" / "run1"
     _earlier_notebooks(run)
     latency = {
@@ -113,7 +102,7 @@ def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
         config={"profile": "ci", "seed": 0},
         sections=[("Headline", interval_table(RESULTS["queries"]["intervals"]))],
         figures=figures_from_results(RESULTS, latency),
-        catalog_dir=_catalog(tmp_path),
+        catalog_dir=small_catalog,
         timings={"latency": latency},
     )
     page = index.read_text()
@@ -136,8 +125,15 @@ def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["notebooks"]["03_fusion"]["ablation"]["fused"]["recall@10"] == 0.7731
     assert metrics["results"]["queries"]["metrics"]["reranked"]["ndcg@10"] == 0.6
-    assert metrics["data"]["tables"]["products"] == {"sha256": "ab" * 32, "rows": 3}
-    assert "created" not in metrics["data"]
+    # the data fingerprint: the manifest CatalogWriter wrote, less what names the writer, not the data
+    manifest = json.loads((small_catalog / "manifest.json").read_text())
+    data = metrics["data"]
+    assert set(data) == {"name", "schema_version", "source", "licence", "counts", "sha256", "fingerprint"}
+    assert data["name"] == "small" and data["schema_version"] == 1
+    assert data["counts"] == {"products": 4, "interactions": 3, "queries": 1, "qrels": 2}
+    assert data["sha256"] == manifest["sha256"]
+    assert set(data["sha256"]) == {f"{t}.parquet" for t in ("products", "interactions", "queries", "qrels")}
+    assert data["fingerprint"] == data_fingerprint(small_catalog)["fingerprint"]
     assert "latency" not in (run / "metrics.json").read_text()
     assert (
         json.loads((run / "timings.json").read_text())["latency"]["queries"]["total"]["p99_ms"]
@@ -146,8 +142,7 @@ def test_report_is_self_contained_and_pulls_earlier_notebooks(tmp_path):
     assert "packages" in json.loads((run / "environment.json").read_text())
 
 
-def test_same_inputs_give_byte_identical_metrics(tmp_path):
-    cat = _catalog(tmp_path)
+def test_same_inputs_give_byte_identical_metrics(tmp_path, small_catalog):
     outs = []
     for name in ("a", "b"):
         run = tmp_path / name
@@ -158,7 +153,7 @@ def test_same_inputs_give_byte_identical_metrics(tmp_path):
             run,
             results=res,
             config={"seed": 0},
-            catalog_dir=cat,
+            catalog_dir=small_catalog,
             run_name="demo",
             timings={"wall_s": float(rng.uniform())},
         )
@@ -166,13 +161,20 @@ def test_same_inputs_give_byte_identical_metrics(tmp_path):
     assert outs[0] == outs[1]
 
 
-def test_fingerprint_changes_with_the_data_and_missing_manifest(tmp_path):
-    cat = _catalog(tmp_path)
-    before = data_fingerprint(cat)["fingerprint"]
-    m = json.loads((cat / "manifest.json").read_text())
-    m["tables"]["products"]["sha256"] = "cd" * 32
-    (cat / "manifest.json").write_text(json.dumps(m))
-    assert data_fingerprint(cat)["fingerprint"] != before
+def test_fingerprint_changes_with_the_data_and_missing_manifest(tmp_path, small_catalog):
+    before = data_fingerprint(small_catalog)
+    # the same tables written again elsewhere: the same data, the same fingerprint
+    again = write_catalog(tmp_path / "again", name="small", **small_catalog_tables())
+    assert data_fingerprint(again) == before
+    # one title changed, every count the same: only the products checksum tells them apart
+    tables = small_catalog_tables()
+    tables["products"] = tables["products"].with_columns(title=pl.Series(["title 0", "title 1", "title 2", "other"]))
+    edited = data_fingerprint(write_catalog(tmp_path / "edited", name="small", **tables))
+    assert edited["counts"] == before["counts"]
+    assert edited["sha256"]["products.parquet"] != before["sha256"]["products.parquet"]
+    assert {k: v for k, v in edited["sha256"].items() if k != "products.parquet"} == \
+        {k: v for k, v in before["sha256"].items() if k != "products.parquet"}
+    assert edited["fingerprint"] != before["fingerprint"]
     with pytest.raises(EvaluationError, match="manifest not found"):
         data_fingerprint(tmp_path / "nowhere")
 
@@ -227,8 +229,6 @@ def test_timings_of_earlier_notebooks_move_to_timings_json(tmp_path):
 
 
 def test_validation_outcome_opens_the_report_and_per_query_results_are_written(tmp_path):
-    import polars as pl
-
     run = tmp_path / "run"
     run.mkdir()
     (run / "validation.json").write_text(json.dumps({
@@ -430,8 +430,6 @@ def test_summary_opens_the_report_after_the_validation_notice(tmp_path):
 
 def _atlas_page(path, n_items, n_maps, thumbnail, seed=0):
     """An atlas.html as notebook 04 saves it: maps of the same items, each point with its thumbnail."""
-    import polars as pl
-
     from workbench.viz import embedding_scatter, save_figures_html
 
     rng = np.random.default_rng(seed)
