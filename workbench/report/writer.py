@@ -231,8 +231,8 @@ def write_report(
         parts = []
         for fig_title, fig in figures.items():
             div_id = unique_id("fig-" + _slug(fig_title))
-            spec = _spec_from_figure(fig)
-            parts.append(figure(div_id, _plain_title(spec["layout"]) or fig_title, spec))
+            built = _spec_from_figure(fig)
+            parts.append(figure(div_id, _plain_title(built["layout"]) or fig_title, built))
         section("Figures", "\n".join(parts))
     section(
         "Results (every number, as in metrics.json)", render_value(to_jsonable(results, digits))
