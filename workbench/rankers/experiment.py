@@ -82,10 +82,10 @@ def oracle_metrics(
     """Metrics of the synthetic generator's own next-item scores under the same protocol.
 
     The oracle knows each user's taste and uses their last training item as the
-    previous item (`workbench.catalog.synthetic.oracle_scores`); training items
+    previous item (`workbench.evaluate.oracle.oracle_scores`); training items
     are excluded exactly as for the rankers.
     """
-    from workbench.catalog.synthetic import oracle_scores
+    from workbench.evaluate.oracle import oracle_scores
 
     users = np.sort(test["user_id"].unique().to_numpy().astype(str))
     last = (train.with_row_index("_row").sort("timestamp", "_row").group_by("user_id")

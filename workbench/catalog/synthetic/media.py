@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 
+from workbench.catalog.synthetic.attributes import COLOURS, MATERIALS
+
 SAMPLE_RATE = 16_000
 AUDIO_SECONDS = 1.0
 PNG_COMPRESS_LEVEL = 1  # fixed so that files are byte-identical; 1 is fast and small enough
@@ -34,7 +35,7 @@ PNG_COMPRESS_LEVEL = 1  # fixed so that files are byte-identical; 1 is fast and 
 IMAGE_STREAM = 101
 AUDIO_STREAM = 102
 
-# Colour vocabulary order is shared with synthetic.py (index -> RGB).
+# In the order of attributes.COLOURS (index -> RGB).
 COLOUR_RGB: tuple[tuple[int, int, int], ...] = (
     (200, 30, 35),  # red
     (235, 125, 20),  # orange
@@ -47,8 +48,7 @@ COLOUR_RGB: tuple[tuple[int, int, int], ...] = (
     (25, 25, 25),  # black
     (240, 240, 240),  # white
 )
-PATTERNS: tuple[str, ...] = ("plain", "stripes", "dots", "checks")
-MATERIALS: tuple[str, ...] = ("wood", "metal", "glass", "plastic", "fabric", "ceramic")
+assert len(COLOUR_RGB) == len(COLOURS)
 
 # Material -> (f0 range Hz, partial ratios, decay range s, impact-noise level).
 # Ranges overlap on purpose (wood/plastic, glass/ceramic) so audio is informative, not trivial.
@@ -352,7 +352,3 @@ def render_block(
             written += 1
     return written
 
-
-def _worker_init() -> None:
-    # Each worker is single-threaded numpy; keep BLAS from oversubscribing the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
