@@ -50,7 +50,7 @@ def oracle_scores(truth: dict[str, pl.DataFrame], user_ids: Sequence[str],
     if missing:
         raise EvaluationError(f"oracle_scores: user_id {missing[0]!r} is not in truth/users.parquet")
     urows = np.array([row_of_user[u] for u in user_ids], dtype=np.int64)
-    taste = np.stack(users.get_column("taste").to_numpy())[urows].astype(np.float32).astype(np.float64)
+    taste = np.stack(list(users.get_column("taste").to_numpy()))[urows].astype(np.float32).astype(np.float64)
     p = users.get_column("p_complement").to_numpy().astype(np.float32).astype(np.float64)[urows]
     s = pop[None, :] + sum(taste[:, f] for f in feat)  # (U, N)
     lse_all = _logsumexp(s, axis=1)

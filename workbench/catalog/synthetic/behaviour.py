@@ -50,7 +50,7 @@ def _draw_users(cfg: SyntheticConfig, idx: np.ndarray) -> dict[str, np.ndarray]:
     taste[:, o["style"] : o["style"] + len(STYLES)] = sty
     taste = taste.astype(np.float32).astype(np.float64)  # the generator uses exactly what the truth stores
     lo, hi = P_COMPLEMENT_RANGE
-    p_comp = np.float32(lo + (hi - lo) * _uniform(seed, _S_USER, idx, 302)).astype(np.float64)
+    p_comp = (lo + (hi - lo) * _uniform(seed, _S_USER, idx, 302)).astype(np.float32).astype(np.float64)
     sigma = 0.7
     act = np.exp(sigma * _normal(seed, _S_USER, idx, 303) - sigma**2 / 2)
     n_events = np.clip(np.round(cfg.events_per_user * act), 2, 10 * cfg.events_per_user).astype(np.int64)
@@ -93,7 +93,8 @@ class _Sampler:
         rest = rest // len(MATERIALS)
         self.cell_colour = rest % len(COLOURS)
         self.cell_leaf = rest // len(COLOURS)
-        self.leaf_nonempty = np.isfinite(self.log_z.reshape(len(LEAVES), CELLS_PER_LEAF)).any(axis=1)
+        # asarray: .any(axis=...) is typed as maybe a scalar; this one is always an array
+        self.leaf_nonempty = np.asarray(np.isfinite(self.log_z.reshape(len(LEAVES), CELLS_PER_LEAF)).any(axis=1))
 
     def prepare(self, taste: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per user: category log-weights (B, L) and flattened within-category cell CDFs.
