@@ -7,7 +7,7 @@ It reads the ground truth (``truth/items.parquet``, ``truth/users.parquet``) tha
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -25,7 +25,7 @@ from workbench.errors import EvaluationError
 __all__ = ["oracle_scores"]
 
 
-def oracle_scores(truth: dict[str, pl.DataFrame], user_ids: Sequence[str],
+def oracle_scores(truth: Mapping[str, pl.DataFrame], user_ids: Sequence[str],
                   last_item_ids: Sequence[str | None]) -> np.ndarray:
     """The generator's own log P(next item | user taste, previous item): a Bayes-optimal ranker.
 
