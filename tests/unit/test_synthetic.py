@@ -14,14 +14,16 @@ from workbench.catalog import read_catalog, read_truth, validate_catalog
 from workbench.catalog.synthetic import (
     SyntheticConfig,
     attribute_modalities,
+    attributes,
+    behaviour,
     category_tree,
     complement_map,
     generate_synthetic,
+    products,
     vocabulary,
 )
-from workbench.catalog.synthetic import attributes, behaviour, products
-from workbench.evaluate.oracle import oracle_scores
 from workbench.errors import ConfigError
+from workbench.evaluate.oracle import oracle_scores
 
 SMALL = dict(n_items=240, n_users=60, n_queries=40, seed=3, events_per_user=12)
 
