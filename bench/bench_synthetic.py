@@ -92,7 +92,7 @@ def png_peer(n: int = 300) -> tuple[float, float]:
     """Seconds to encode n images with our encoder and with PIL."""
     from PIL import Image
 
-    from workbench.catalog.synthetic_media import (
+    from workbench.catalog.synthetic.media import (
         IMAGE_STREAM,
         item_rng,
         noise_bank,

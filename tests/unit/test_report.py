@@ -15,7 +15,6 @@ from tests.conftest import small_catalog_tables
 from workbench.catalog import write_catalog
 from workbench.errors import EvaluationError
 from workbench.report import (
-    _unpack,
     data_fingerprint,
     extract_plotly_figures,
     figures_from_results,
@@ -27,6 +26,7 @@ from workbench.report import (
     write_json,
     write_report,
 )
+from workbench.report.page_figures import _unpack
 
 EXTERNAL = re.compile(
     r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|@import|url\(\s*["']?(?:https?:)?//""", re.I
@@ -187,7 +187,7 @@ def test_bad_metrics_json_of_a_notebook_is_named(tmp_path):
 
 
 def test_pulled_figure_ids_renamed_in_one_pass():
-    from workbench.report import _rename_div
+    from workbench.report.page_figures import _rename_div
 
     frag = (
         '<div id="a" class="plotly-graph-div"></div><script>Plotly.newPlot("a");'

@@ -11,17 +11,19 @@ import polars as pl
 import pytest
 
 from workbench.catalog import read_catalog, read_truth, validate_catalog
-from workbench.catalog import synthetic as syn
 from workbench.catalog.synthetic import (
     SyntheticConfig,
     attribute_modalities,
+    attributes,
+    behaviour,
     category_tree,
     complement_map,
     generate_synthetic,
-    oracle_scores,
+    products,
     vocabulary,
 )
 from workbench.errors import ConfigError
+from workbench.evaluate.oracle import oracle_scores
 
 SMALL = dict(n_items=240, n_users=60, n_queries=40, seed=3, events_per_user=12)
 
@@ -115,7 +117,7 @@ def test_truth_tables(small):
     users = truth["users"]
     assert users.height == SMALL["n_users"]
     assert users.get_column("taste").dtype == pl.List(pl.Float32)
-    assert users.get_column("taste").list.len().unique().to_list() == [syn.TASTE_DIM]
+    assert users.get_column("taste").list.len().unique().to_list() == [attributes.TASTE_DIM]
     attrs = json.loads((small / "truth" / "attributes.json").read_text())
     assert attrs["modalities"]["colour"] == ["image"] and attrs["modalities"]["material"] == ["audio"]
 
@@ -168,11 +170,11 @@ def test_texts_vary_and_name_brand_and_category(tables):
 
 def test_missing_modality_rates():
     cfg = SyntheticConfig(n_items=20_000, missing_image_rate=0.1, missing_audio_rate=0.25)
-    items = syn._draw_items(cfg)
+    items = products._draw_items(cfg)
     assert abs(1 - items["has_image"].mean() - 0.1) < 0.01
     assert abs(1 - items["has_audio"].mean() - 0.25) < 0.01
     # counter-based draws: a prefix of a larger catalog is the smaller catalog
-    small = syn._draw_items(SyntheticConfig(n_items=500))
+    small = products._draw_items(SyntheticConfig(n_items=500))
     assert all(np.array_equal(small[k], items[k][:500]) for k in ("leaf", "colour", "material", "has_image"))
 
 
@@ -265,14 +267,14 @@ def test_oracle_is_a_distribution_and_beats_heuristics(tables):
 def test_sampler_matches_oracle_distribution():
     """The factorised sampler draws exactly what oracle_scores says (total variation ~ noise)."""
     cfg = SyntheticConfig(n_items=300, n_users=2, seed=5)
-    items = syn._draw_items(cfg)
-    sampler = syn._Sampler(items)
-    users = syn._draw_users(cfg, np.arange(2))
+    items = products._draw_items(cfg)
+    sampler = behaviour._Sampler(items)
+    users = behaviour._draw_users(cfg, np.arange(2))
     truth = {
         "items": pl.DataFrame({
             "item_id": [f"i{k}" for k in range(cfg.n_items)],
-            "category": np.array(syn.LEAVES)[items["leaf"]], "colour": np.array(syn.COLOURS)[items["colour"]],
-            "material": np.array(syn.MATERIALS)[items["material"]], "style": np.array(syn.STYLES)[items["style"]],
+            "category": np.array(attributes.LEAVES)[items["leaf"]], "colour": np.array(attributes.COLOURS)[items["colour"]],
+            "material": np.array(attributes.MATERIALS)[items["material"]], "style": np.array(attributes.STYLES)[items["style"]],
             "popularity": items["popularity"]}),
         "users": pl.DataFrame({"user_id": ["a", "b"], "taste": users["taste"].astype(np.float32).tolist(),
                                "p_complement": users["p_complement"].astype(np.float32)}),
@@ -286,7 +288,7 @@ def test_sampler_matches_oracle_distribution():
     emp = np.bincount(drawn, minlength=cfg.n_items) / n
     assert 0.5 * np.abs(emp - p).sum() < 0.02
     # forced category (the complement draw) matches the within-category oracle term
-    leaf = int(syn.COMPLEMENT_IDX[items["leaf"][0]])
+    leaf = int(attributes.COMPLEMENT_IDX[items["leaf"][0]])
     drawn = sampler.draw(cat_logw, flat, rows, np.full(n, leaf), rng.random(n), rng.random(n), rng.random(n))
     assert (items["leaf"][drawn] == leaf).all()
     both = np.exp(oracle_scores(truth, ["a"], ["i0"])[0])
@@ -306,7 +308,8 @@ def test_bad_config_is_refused(tmp_path):
 
 def test_audio_carries_material_but_not_trivially():
     """Two crude features (spectral centroid, decay) classify material well above chance, not perfectly."""
-    from workbench.catalog.synthetic_media import MATERIALS, item_rng, noise_bank, render_audio
+    from workbench.catalog.synthetic.attributes import MATERIALS
+    from workbench.catalog.synthetic.media import item_rng, noise_bank, render_audio
 
     bank = noise_bank(0)
 
@@ -335,7 +338,7 @@ def test_audio_carries_material_but_not_trivially():
 
 
 def test_image_colour_is_in_the_shape_not_the_whole_picture():
-    from workbench.catalog.synthetic_media import COLOUR_RGB, item_rng, noise_bank, render_image
+    from workbench.catalog.synthetic.media import COLOUR_RGB, item_rng, noise_bank, render_image
 
     bank = noise_bank(0)
     palette = np.array(COLOUR_RGB, dtype=float)

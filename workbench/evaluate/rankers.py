@@ -22,6 +22,7 @@ import polars as pl
 from workbench.catalog.splits import Split
 from workbench.errors import EvaluationError
 from workbench.evaluate.bootstrap import bootstrap_ci
+from workbench.evaluate.oracle import oracle_scores
 from workbench.metrics import (
     coverage,
     ranking_metrics,
@@ -72,11 +73,9 @@ def oracle_metrics(
     """Metrics of the synthetic generator's own next-item scores under the same protocol.
 
     The oracle knows each user's taste and uses their last training item as the
-    previous item (`workbench.catalog.synthetic.oracle_scores`); training items
+    previous item (`workbench.evaluate.oracle.oracle_scores`); training items
     are excluded exactly as for the rankers.
     """
-    from workbench.catalog.synthetic import oracle_scores
-
     users = np.sort(test["user_id"].unique().to_numpy().astype(str))
     last = (train.with_row_index("_row").sort("timestamp", "_row").group_by("user_id")
             .agg(pl.col("item_id").last()))

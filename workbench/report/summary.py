@@ -66,6 +66,11 @@ def _f(v: Any, digits: int = 3, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    """``v`` when it is a mapping, else an empty one: a key the metrics lack drops a clause, not the report."""
+    return v if isinstance(v, Mapping) else {}
+
+
 def _count(v: Any) -> str:
     x = _num(v)
     return f"{int(x):,}" if x is not None else "?"
@@ -89,7 +94,7 @@ def _absent_or_skipped(label: str, stem: str, metrics: Any) -> str | None:
 def _verdict(cmp: Mapping[str, Any]) -> str | None:
     """better / worse / no clear difference for a paired result ``b - a`` (b: the system judged)."""
     diff, low, high, p = (_num(cmp.get(k)) for k in ("diff", "low", "high", "p_value"))
-    if None in (diff, low, high, p):
+    if diff is None or low is None or high is None or p is None:
         return None
     conf = _num(cmp.get("confidence")) or 0.95
     significant = p < 1 - conf
@@ -134,12 +139,12 @@ def _interval(row: Mapping[str, Any] | None, metric: str, point: Mapping[str, An
 def _search_lines(m03: Any) -> list[str]:
     if (line := _absent_or_skipped("Search", "03_fusion", m03)) is not None:
         return [line]
-    sel = m03.get("selection") if isinstance(m03.get("selection"), Mapping) else {}
+    sel = _mapping(m03.get("selection"))
     metric = str(sel.get("metric") or "ndcg@10")
     chosen = m03.get("chosen") or sel.get("chosen")
-    test = sel.get("test") if isinstance(sel.get("test"), Mapping) else {}
-    point = m03.get(metric) if isinstance(m03.get(metric), Mapping) else {}
-    comps = sel.get("comparisons") if isinstance(sel.get("comparisons"), Mapping) else {}
+    test = _mapping(sel.get("test"))
+    point = _mapping(m03.get(metric))
+    comps = _mapping(sel.get("comparisons"))
     if chosen is None:
         return [f"Search: notebook 03 recorded no chosen system (keys: {', '.join(sorted(m03)) or 'none'})."]
     chosen = str(chosen)
@@ -155,13 +160,14 @@ def _search_lines(m03: Any) -> list[str]:
 
     names = list(dict.fromkeys([*test, *point]))
     singles = [n for n in names if kind(n) == "single"]
+    best_single: str | None
     if kind(chosen) == "single":
         best_single = chosen
     elif isinstance(comps.get("vs best single modality"), Mapping):
         best_single = str(comps["vs best single modality"].get("name_a"))
     else:
-        scored = [(n, _num((test.get(n) or {}).get(metric)) or _num(point.get(n))) for n in singles]
-        scored = [(n, v) for n, v in scored if v is not None]
+        scored = [(n, v) for n in singles
+                  if (v := _num((test.get(n) or {}).get(metric)) or _num(point.get(n))) is not None]
         best_single = max(scored, key=lambda nv: nv[1])[0] if scored else None
     lexical = [n for n in names if kind(n) == "lexical"]
     bm25 = "bm25" if "bm25" in names else (lexical[0] if lexical else None)
@@ -222,16 +228,15 @@ def _search_lines(m03: Any) -> list[str]:
 def _ranker_lines(m05: Any) -> list[str]:
     if (line := _absent_or_skipped("Rankers", "05_rankers", m05)) is not None:
         return [line]
-    cat = m05.get("catalog") if isinstance(m05.get("catalog"), Mapping) else {}
-    base = m05.get("baselines") if isinstance(m05.get("baselines"), Mapping) else {}
+    cat = _mapping(m05.get("catalog"))
+    base = _mapping(m05.get("baselines"))
     rows = {**{k: v for k, v in base.items() if isinstance(v, Mapping)},
             **{k: v for k, v in cat.items() if isinstance(v, Mapping)}}
     keys = sorted({k for v in rows.values() for k in v if str(k).startswith("ndcg@")})
     if not keys:
         return ["Rankers: notebook 05 recorded no nDCG on this catalog."]
     metric = "ndcg@10" if "ndcg@10" in keys else keys[0]
-    score = {n: _num(v.get(metric)) for n, v in rows.items()}
-    score = {n: v for n, v in score.items() if v is not None}
+    score = {n: x for n, v in rows.items() if (x := _num(v.get(metric))) is not None}
     pop = score.get("popularity")
     oracle = score.get("oracle")
     learned = sorted(((n, v) for n, v in score.items() if n not in ("popularity", "oracle")),
@@ -286,7 +291,7 @@ def _rerank_lines(results: Mapping[str, Any], m01: Any) -> list[str]:
         word = {"better": "helps", "worse": "hurts", "no clear difference": "no clear difference"}[verdict]
         lines.append(f"Re-ranking, {name}: {word}: {scores} ({_tail(cmp)}{n}).")
     missing = [t for t in ("queries", "next_item") if t not in tasks]
-    counts = m01.get("counts") if isinstance(m01, Mapping) and isinstance(m01.get("counts"), Mapping) else {}
+    counts = _mapping(m01.get("counts")) if isinstance(m01, Mapping) else {}
     for task in missing:
         table = "interactions" if task == "next_item" else "qrels"
         why = f"the catalog has no {table}" if counts.get(table) == 0 else "not in this run's results"
@@ -300,7 +305,7 @@ def _rerank_lines(results: Mapping[str, Any], m01: Any) -> list[str]:
 def _index_lines(m06: Any, results: Mapping[str, Any]) -> list[str]:
     if (line := _absent_or_skipped("Index", "06_scann_index", m06)) is not None:
         return [line]
-    chosen = m06.get("chosen") if isinstance(m06.get("chosen"), Mapping) else {}
+    chosen = _mapping(m06.get("chosen"))
     k = m06.get("k")
     rkey = f"recall@{k}" if k is not None and f"recall@{k}" in chosen else next(
         (key for key in chosen if str(key).startswith("recall@")), None)
@@ -332,7 +337,7 @@ def _index_lines(m06: Any, results: Mapping[str, Any]) -> list[str]:
         text += " on the machine that ran notebook 06"
     lines = [text + "."]
     inside = []
-    info = results.get("info") if isinstance(results.get("info"), Mapping) else {}
+    info = _mapping(results.get("info"))
     for task in ("queries", "next_item"):
         res = results.get(task)
         if not isinstance(res, Mapping) or (task == "next_item" and info.get("next_item_stage1")):
@@ -356,8 +361,8 @@ def _catalog_lines(notebooks: Mapping[str, Any]) -> list[str]:
     lines = []
     lacks = []
     if _skipped(m01) is None and isinstance(m01, Mapping) and m01:
-        counts = m01.get("counts") if isinstance(m01.get("counts"), Mapping) else {}
-        cover = m01.get("modality_coverage") if isinstance(m01.get("modality_coverage"), Mapping) else {}
+        counts = _mapping(m01.get("counts"))
+        cover = _mapping(m01.get("modality_coverage"))
         bits = [f"{_count(counts.get('products'))} products"]
         if counts.get("interactions"):
             users = f"{_count(m01['users'])} users with " if m01.get("users") else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 
+from workbench.catalog.synthetic.attributes import COLOURS, MATERIALS
+
 SAMPLE_RATE = 16_000
 AUDIO_SECONDS = 1.0
 PNG_COMPRESS_LEVEL = 1  # fixed so that files are byte-identical; 1 is fast and small enough
@@ -34,7 +35,7 @@ PNG_COMPRESS_LEVEL = 1  # fixed so that files are byte-identical; 1 is fast and 
 IMAGE_STREAM = 101
 AUDIO_STREAM = 102
 
-# Colour vocabulary order is shared with synthetic.py (index -> RGB).
+# In the order of attributes.COLOURS (index -> RGB).
 COLOUR_RGB: tuple[tuple[int, int, int], ...] = (
     (200, 30, 35),  # red
     (235, 125, 20),  # orange
@@ -47,8 +48,7 @@ COLOUR_RGB: tuple[tuple[int, int, int], ...] = (
     (25, 25, 25),  # black
     (240, 240, 240),  # white
 )
-PATTERNS: tuple[str, ...] = ("plain", "stripes", "dots", "checks")
-MATERIALS: tuple[str, ...] = ("wood", "metal", "glass", "plastic", "fabric", "ceramic")
+assert len(COLOUR_RGB) == len(COLOURS)
 
 # Material -> (f0 range Hz, partial ratios, decay range s, impact-noise level).
 # Ranges overlap on purpose (wood/plastic, glass/ceramic) so audio is informative, not trivial.
@@ -187,9 +187,9 @@ def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int,
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     mask_img = Image.new("L", (size, size), 0)
     mdraw = ImageDraw.Draw(mask_img)
-    for poly, fill in shape_polygons(leaf):
+    for poly, filled in shape_polygons(leaf):
         pts = poly @ rot.T * radius + centre
-        mdraw.polygon([(float(x), float(y)) for x, y in pts], fill=255 if fill else 0)
+        mdraw.polygon([(float(x), float(y)) for x, y in pts], fill=255 if filled else 0)
 
     # Fill: jittered product colour, patterned with a lighter or darker version of itself.
     base_rgb = np.array(COLOUR_RGB[colour], dtype=np.float32)
@@ -199,6 +199,7 @@ def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int,
     period = rng.uniform(0.11, 0.17) * s
     cp, sp = math.cos(phi) / period, math.sin(phi) / period
     dx, dy = xx - np.float32(centre[0] - s / 2), yy - np.float32(centre[1] - s / 2)
+    sec: np.ndarray | None  # where the secondary colour shows; None: plain
     if pattern == 0:  # plain
         sec = None
     else:
@@ -220,7 +221,7 @@ def render_image(rng: np.random.Generator, leaf: int, colour: int, pattern: int,
         fill = shade[..., None] * np.where(sec[..., None], secondary, primary)
     fill_img = Image.fromarray(np.clip(fill, 0, 255).astype(np.uint8), "RGB")
     canvas.paste(fill_img, (0, 0), mask_img)
-    img = np.asarray(canvas, dtype=np.float32)
+    img: np.ndarray = np.asarray(canvas, dtype=np.float32)
     img = img + _noise(rng, bank, img.size).reshape(img.shape) * np.float32(rng.uniform(3.0, 11.0))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -337,22 +338,18 @@ def render_block(
     made: set[Path] = set()
     written = 0
     for i, idx in enumerate(indices):
-        if image_paths[i] is not None:
+        if (image_path := image_paths[i]) is not None:
             img = render_image(item_rng(seed, IMAGE_STREAM, idx), int(leaves[i]), int(colours[i]),
                                int(patterns[i]), image_size, bank)
-            path = base / image_paths[i]
+            path = base / image_path
             _ensure_parent(path, made)
             path.write_bytes(png_bytes(img))
             written += 1
-        if audio_paths[i] is not None:
+        if (audio_path := audio_paths[i]) is not None:
             wav = render_audio(item_rng(seed, AUDIO_STREAM, idx), int(materials[i]), bank)
-            path = base / audio_paths[i]
+            path = base / audio_path
             _ensure_parent(path, made)
             path.write_bytes(wav_bytes(wav))  # via memory: faster than soundfile opening the path
             written += 1
     return written
 
-
-def _worker_init() -> None:
-    # Each worker is single-threaded numpy; keep BLAS from oversubscribing the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
