@@ -18,13 +18,13 @@ from torch import nn
 from workbench.errors import CheckpointError, ConfigError
 from workbench.train import (
     TrainConfig,
-    _lr_lambda,
     fit,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     unwrap_model,
 )
+from workbench.train.optim import warmup_cosine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,7 +123,7 @@ def test_epoch_metrics_are_sample_weighted_means():
 
 
 def test_cosine_schedule_with_warmup():
-    fn = _lr_lambda(total_steps=100, warmup_steps=10)
+    fn = warmup_cosine(total_steps=100, warmup_steps=10)
     assert fn(0) == pytest.approx(0.1) and fn(9) == pytest.approx(1.0)
     assert fn(10) == pytest.approx(1.0)
     assert fn(55) == pytest.approx(0.5)
@@ -132,7 +132,7 @@ def test_cosine_schedule_with_warmup():
     # through fit: 4 epochs x 8 steps, warm-up ceil(0.05*32) = 2 steps; record lr = last step's lr
     result = fit(mlp(), CETask(), Blobs(), cfg(epochs=4, lr=1e-2, warmup=0.05))
     lrs = [r["lr"] for r in result.history]
-    expected = [1e-2 * _lr_lambda(32, 2)(s) for s in (7, 15, 23, 31)]
+    expected = [1e-2 * warmup_cosine(32, 2)(s) for s in (7, 15, 23, 31)]
     assert lrs == pytest.approx(expected)
 
 
