@@ -25,7 +25,7 @@ class SyntheticConfig:
     chunk_size: int = 20_000  # items per streamed chunk
     workers: int | None = None  # processes for media; None = os.cpu_count()
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not 1 <= self.n_items <= 99_999_999:
             raise ConfigError(f"SyntheticConfig.n_items={self.n_items}: expected 1..99,999,999")
         if self.n_users < 0 or self.n_queries < 0:

@@ -105,7 +105,6 @@ def generate_synthetic(out: str | Path, config: SyntheticConfig | None = None, *
     folder at `out` (a user's catalog) is refused, naming it.
     """
     cfg = config or SyntheticConfig()
-    cfg.validate()
     if overwrite:
         _refuse_to_overwrite_a_foreign_folder(Path(out))
     items = _draw_items(cfg)
