@@ -12,6 +12,17 @@ from pathlib import Path
 from workbench.errors import ConfigError
 
 PROFILES = ("ci", "full")
+# The notebook series `workbench run` executes, in order (02b and 08 are extras outside it): the
+# stems of notebooks/<stem>.ipynb and of each stage's report folder.
+SERIES = (
+    "01_catalog",
+    "02_encoders",
+    "03_fusion",
+    "04_embedding_space",
+    "05_rankers",
+    "06_scann_index",
+    "07_evaluation_report",
+)
 
 
 def project_root() -> Path:

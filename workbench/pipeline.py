@@ -49,6 +49,7 @@ from workbench.errors import CatalogProblemsError, ConfigError, WorkbenchError
 from workbench.notebook import RUN_DIR_VARIABLE, skipped_stage
 from workbench.paths import (
     PROFILES,
+    SERIES,
     default_catalog_dir,
     default_run_name,
     default_work_dir,
@@ -58,15 +59,6 @@ from workbench.paths import (
 from workbench.progress import progress_bar, quiet_environment
 from workbench.reproducibility import pin_process
 
-SERIES = (
-    "01_catalog",
-    "02_encoders",
-    "03_fusion",
-    "04_embedding_space",
-    "05_rankers",
-    "06_scann_index",
-    "07_evaluation_report",
-)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VALIDATION_FILE = "validation.json"
 

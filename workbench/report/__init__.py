@@ -48,7 +48,6 @@ from workbench.report.page_figures import (
 )
 from workbench.report.provenance import data_fingerprint
 from workbench.report.stage_outputs import (
-    NOTEBOOK_STEMS,
     collect_stage_outputs,
     extract_plotly_figures,
 )
@@ -58,7 +57,6 @@ from workbench.reproducibility import environment, split_timings
 
 __all__ = [
     "MAX_SCATTER_POINTS",
-    "NOTEBOOK_STEMS",
     "ORACLE_MEANING",
     "PACK_ABOVE",
     "SECTION_TITLES",

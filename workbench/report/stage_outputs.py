@@ -9,18 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import EvaluationError
+from workbench.paths import SERIES
 
-__all__ = ["NOTEBOOK_STEMS", "collect_stage_outputs", "extract_plotly_figures"]
+__all__ = ["collect_stage_outputs", "extract_plotly_figures"]
 
-NOTEBOOK_STEMS = (
-    "01_catalog",
-    "02_encoders",
-    "03_fusion",
-    "04_embedding_space",
-    "05_rankers",
-    "06_scann_index",
-    "07_evaluation_report",
-)
 # A full-profile atlas (7 maps of 20k items with thumbnails) is ~200 MB; the report keeps a
 # sample of its points. Refuse absurd files.
 _MAX_FIGURE_BYTES = 400_000_000
@@ -54,7 +46,7 @@ def extract_plotly_figures(page: str) -> list[tuple[str, str]]:
 
 
 def collect_stage_outputs(
-    source_dir: str | Path | None, stems: Sequence[str] = NOTEBOOK_STEMS[:-1]
+    source_dir: str | Path | None, stems: Sequence[str] = SERIES[:-1]
 ) -> dict[str, dict[str, Any]]:
     """Each earlier notebook's metrics.json and saved HTML figures, when present."""
     found: dict[str, dict[str, Any]] = {}

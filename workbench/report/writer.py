@@ -11,6 +11,7 @@ from typing import Any
 
 from workbench.errors import EvaluationError
 from workbench.files import write_text_atomic
+from workbench.paths import SERIES
 from workbench.report.deterministic_json import to_jsonable, write_json
 from workbench.report.html_blocks import render_value, selection_html, validation_html
 from workbench.report.page_figures import (
@@ -28,7 +29,7 @@ from workbench.report.page_figures import (
     thin_scatter,
 )
 from workbench.report.provenance import data_fingerprint
-from workbench.report.stage_outputs import NOTEBOOK_STEMS, collect_stage_outputs
+from workbench.report.stage_outputs import collect_stage_outputs
 from workbench.report.summary import summary_html, summary_lines
 from workbench.reproducibility import environment, split_timings
 
@@ -237,7 +238,7 @@ def write_report(
     section(
         "Results (every number, as in metrics.json)", render_value(to_jsonable(results, digits))
     )
-    for stem in NOTEBOOK_STEMS[:-1]:
+    for stem in SERIES[:-1]:
         if stem not in stages:
             continue
         entry = stages[stem]
