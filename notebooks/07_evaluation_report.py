@@ -66,6 +66,7 @@ from IPython.display import HTML, display
 
 from workbench.catalog import read_catalog
 from workbench.catalog.profiling import has_rows
+from workbench.evaluate.system import SystemConfig
 from workbench.experiments.system_run import SystemRunConfig, evaluate_system
 from workbench.notebook import skipped_stage, stage_folder, stop_here
 from workbench.report import to_jsonable, write_json, write_report
@@ -74,7 +75,7 @@ pl.Config.set_tbl_rows(60)
 report_dir = stage_folder(REPORT_DIR, "07_evaluation_report")
 pl.Config.set_tbl_hide_dataframe_shape(True)
 config = SystemRunConfig(
-    k=K, ks=(5, K), candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED,
+    system=SystemConfig(k=K, ks=(5, K), candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED),
     latency_queries=LATENCY_QUERIES, ranker=RANKER, ranker_epochs=RANKER_EPOCHS, max_users=MAX_USERS,
 )
 

@@ -243,7 +243,7 @@ def test_system_run_headline_sections_and_figures():
     )
     lat = {"queries": {"total": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "n": 2}}}
     run = SystemRun(
-        SystemRunConfig(k=2), {"queries": res}, lat, None, {"wins": {"text": 2}}, "fake"
+        SystemRunConfig(system=SystemConfig(k=2)), {"queries": res}, lat, None, {"wins": {"text": 2}}, "fake"
     )
     head = run.headline()
     row = head.filter((head["stage"] == "reranked") & (head["metric"] == "ndcg@2")).to_dicts()[0]
@@ -332,3 +332,21 @@ def test_system_run_fits_a_ranker_only_when_none_was_saved(tmp_path):
     assert isinstance(ranker, PopularityRanker) and ranker.fingerprint == expect
     with pytest.raises(EvaluationError, match="'knn': no saved ranker at .*rankers/knn"):
         _load_ranker(tmp_path, SystemRunConfig(ranker="knn"), expect, split, ITEMS, None)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"latency_queries": -1}, "latency_queries=-1: expected >= 0"),
+    ({"query_test_fraction": 1.0}, r"query_test_fraction=1.0: expected a share in \(0, 1\)"),
+    ({"last_n": 0}, "last_n=0: expected >= 1"),
+    ({"max_users": 0}, "max_users=0: expected >= 1 or None"),
+    ({"ranker_epochs": -2}, "ranker_epochs=-2: expected >= 0 or None"),
+])
+def test_system_run_config_validates_itself(kwargs, message):
+    from workbench.errors import ConfigError
+    from workbench.experiments.system_run import SystemRunConfig
+
+    with pytest.raises(ConfigError, match=message):
+        SystemRunConfig(**kwargs)
+    with pytest.raises(ConfigError, match="candidates=5 < k=10"):  # the two-stage part checks its own
+        SystemRunConfig(system=SystemConfig(k=10, candidates=5))
+    assert SystemRunConfig().system.cutoffs == (5, 10)  # the notebook's default cut-offs

@@ -33,7 +33,7 @@ import polars as pl
 
 from workbench.catalog.schema import MODALITIES
 from workbench.catalog.splits import Split, leave_last_out, split_queries
-from workbench.errors import EvaluationError
+from workbench.errors import ConfigError, EvaluationError
 from workbench.evaluate.search import HybridRetriever, LexicalRetriever, stage_one
 from workbench.evaluate.system import (
     SystemConfig,
@@ -52,34 +52,39 @@ TOWER_INDEX_RECALL = 0.95  # share of the exact top-candidates the two-tower ANN
 TOWER_TUNING_USERS = 500  # training users whose vectors tune that index (no test user, no label)
 
 
+def _notebook_system() -> SystemConfig:
+    return SystemConfig(ks=(5, 10))
+
+
 @dataclass(frozen=True)
 class SystemRunConfig:
-    """What notebook 07 evaluates; sizes come from the profile's parameters cell."""
+    """What notebook 07 evaluates: the two-stage evaluation (`system`) and what this run adds.
 
-    k: int = 10
-    ks: tuple[int, ...] = (5, 10)
-    candidates: int = 100
-    alpha: float = 0.5
-    n_resamples: int = 1000
-    seed: int = 0
+    The sizes come from the profile's parameters cell; each part validates itself.
+    """
+
+    system: SystemConfig = field(default_factory=_notebook_system)
     latency_queries: int = 200
     query_test_fraction: float = 0.2
     query_split_seed: int = 0
-    ranker: str = "sequential"  # <work>/rankers/<ranker>; popularity | bpr | sequential
+    ranker: str = "sequential"  # <work>/rankers/<ranker>; else fitted here if one of MODELS
     ranker_epochs: int | None = None  # only when no saved ranker exists and one is fitted here
     last_n: int = 5
     max_users: int | None = None  # evaluate the first n test users (sorted ids); None: all
     device: str = "auto"
 
-    def system(self) -> SystemConfig:
-        return SystemConfig(
-            k=self.k,
-            ks=self.ks,
-            candidates=self.candidates,
-            alpha=self.alpha,
-            n_resamples=self.n_resamples,
-            seed=self.seed,
-        )
+    def __post_init__(self) -> None:
+        if self.latency_queries < 0:
+            raise ConfigError(f"SystemRunConfig.latency_queries={self.latency_queries}: expected >= 0")
+        if not 0.0 < self.query_test_fraction < 1.0:
+            raise ConfigError(f"SystemRunConfig.query_test_fraction={self.query_test_fraction}: "
+                              "expected a share in (0, 1)")
+        if self.last_n < 1:
+            raise ConfigError(f"SystemRunConfig.last_n={self.last_n}: expected >= 1 item")
+        if self.max_users is not None and self.max_users < 1:
+            raise ConfigError(f"SystemRunConfig.max_users={self.max_users}: expected >= 1 or None (all)")
+        if self.ranker_epochs is not None and self.ranker_epochs < 0:
+            raise ConfigError(f"SystemRunConfig.ranker_epochs={self.ranker_epochs}: expected >= 0 or None")
 
 
 @dataclass
@@ -260,7 +265,7 @@ def _load_ranker(work: Path, cfg: SystemRunConfig, expect: TrainingFingerprint, 
         raise EvaluationError(
             f"ranker {cfg.ranker!r}: no saved ranker at {folder} and not one of {', '.join(MODELS)} "
             "to fit here")
-    ranker = make_ranker(cfg.ranker, seed=cfg.seed, epochs=cfg.ranker_epochs, device=cfg.device)
+    ranker = make_ranker(cfg.ranker, seed=cfg.system.seed, epochs=cfg.ranker_epochs, device=cfg.device)
     ranker.fit(split.train, items=item_ids, item_embeddings=vectors)
     ranker.fingerprint = expect  # fitted on exactly this run's split and items
     return ranker, (f"fitted {cfg.ranker} here: no saved ranker at {shown} "
@@ -305,7 +310,7 @@ def evaluate_system(
         .join(fused.info, on="item_id", how="left")
         .select(pl.exclude("item_id"))
     )
-    scfg = cfg.system()
+    scfg = cfg.system
     tasks: dict[str, TwoStageResult] = {}
     latency: dict[str, Any] = {}
     info: dict[str, Any] = {"n_items": len(item_ids), "index": type(index).__name__}
@@ -367,7 +372,7 @@ def evaluate_system(
             indexes[m] = build_index(
                 e.item_ids, e.vectors, IndexConfig(kind="exact", device=cfg.device)
             )
-        modality_frame, modality_summary = modality_breakdown(task, indexes, item_ids, k=cfg.k)
+        modality_frame, modality_summary = modality_breakdown(task, indexes, item_ids, k=scfg.k)
 
     if split is not None:
         test = split.test
