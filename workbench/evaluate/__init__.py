@@ -1,1 +1,1 @@
-"""Splits, ranking metrics, bootstrap intervals and system evaluation."""
+"""Evaluation: bootstrap intervals, tolerances, search-system selection, slices, rankers, the oracle, two-stage systems."""
