@@ -45,7 +45,7 @@ def catalog_info(path: str | Path) -> dict:
             raise CatalogError(str(changed[0]))
     except CatalogError as e:
         raise CatalogError(f"{e} (`workbench catalog validate {path}` lists every problem)") from e
-    counts = {t: cat.table(t).select(pl.len()).collect().item() for t in TABLES if cat.table(t) is not None}
+    counts = {t: table.select(pl.len()).collect().item() for t in TABLES if (table := cat.table(t)) is not None}
     coverage = (
         cat.products.select(
             pl.lit(1.0).alias("text"),

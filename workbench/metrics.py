@@ -66,6 +66,7 @@ NaN scores in :func:`top_k_from_scores`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -199,6 +200,48 @@ def _gain(grades: np.ndarray, gain: str) -> np.ndarray:
     if gain == "binary":
         return (grades > 0).astype(np.float64)
     return np.where(grades > 0, np.exp2(grades) - 1.0, 0.0)
+
+
+@overload
+def ranking_metrics(
+    ranked: np.ndarray,
+    relevance: sp.spmatrix,
+    ks: int | Sequence[int] = (10,),
+    per_query: Literal[False] = False,
+    *,
+    convention: str = "trec",
+    gain: str | None = None,
+    min_relevance: float = 1,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float]: ...
+
+
+@overload
+def ranking_metrics(
+    ranked: np.ndarray,
+    relevance: sp.spmatrix,
+    ks: int | Sequence[int] = (10,),
+    per_query: Literal[True] = ...,
+    *,
+    convention: str = "trec",
+    gain: str | None = None,
+    min_relevance: float = 1,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, np.ndarray]: ...
+
+
+@overload
+def ranking_metrics(
+    ranked: np.ndarray,
+    relevance: sp.spmatrix,
+    ks: int | Sequence[int] = (10,),
+    per_query: bool = False,
+    *,
+    convention: str = "trec",
+    gain: str | None = None,
+    min_relevance: float = 1,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float] | dict[str, np.ndarray]: ...
 
 
 def ranking_metrics(

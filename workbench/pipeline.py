@@ -281,7 +281,7 @@ def run_series(
                     write_json(run_dir / VALIDATION_FILE, validation)
                 bar.set_postfix_str(stem)
                 out_path = executed / path.name
-                nb_params = dict(params)
+                nb_params: dict[str, object] = dict(params)
                 nb_params.update({k: v for k, v in overrides.items() if k in declared[stem]})
                 # Notebook 01 generates the synthetic catalog into CATALOG_DIR unless told
                 # not to: a catalog the user names must never be overwritten.

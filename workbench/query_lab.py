@@ -315,11 +315,12 @@ class QueryLab:
         s = frame[column]
         ok = s.is_not_null().to_numpy()
         present = s.drop_nulls()
-        d = int(present.list.len().max())
-        if int(present.list.len().min()) != d:
+        lengths = present.list.len().to_numpy()
+        d = int(lengths.max())
+        if int(lengths.min()) != d:
             raise CatalogError(f"item embeddings: column {column!r} holds vectors of different lengths")
         out = np.zeros((frame.height, d), dtype=np.float32)
-        values = present.list.to_array(d).to_numpy().astype(np.float32, copy=False)
+        values: np.ndarray = present.list.to_array(d).to_numpy().astype(np.float32, copy=False)
         if normalise:  # cosines, whatever the writer stored
             norms = np.linalg.norm(values, axis=1, keepdims=True)
             values = values / np.where(norms > 0, norms, 1.0)
@@ -413,16 +414,19 @@ class QueryLab:
         if modality not in self.query_modalities:
             raise QueryError(f"this lab cannot search by {modality}: the encoder has no {modality} tower "
                              f"or no item has {modality} vectors")
+        encoder = self.encoder
+        if encoder is None:  # the query modalities are the encoder's towers
+            raise QueryError("no encoder in <work>/encoders (run notebook 02): only 'more like this' works")
         with tempfile.TemporaryDirectory(prefix="workbench-query-") as tmp:
             path, named = self._media_file(modality, media, Path(tmp))
             try:
                 if modality == "image":
-                    vec = self.encoder.encode_images([path])
+                    vec = encoder.encode_images([path])
                 else:
                     # the tower pads a short clip with silence: an empty one would pass unnoticed
                     if audio_duration(path) <= 0:
                         raise QueryMediaError(f"{named} lasts 0 s: expected a clip with some sound")
-                    vec = self.encoder.encode_audio([path])
+                    vec = encoder.encode_audio([path])
             except QueryMediaError:
                 raise
             except MediaError as exc:

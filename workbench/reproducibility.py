@@ -249,13 +249,14 @@ def split_timings(obj: Any, names: frozenset[str] = frozenset()) -> tuple[Any, A
     listed = obj.get("timing_keys")
     if isinstance(listed, list):
         names = names | {str(n) for n in listed}
-    kept, moved = {}, {}
+    kept: dict[Any, Any] = {}
+    timings: dict[Any, Any] = {}
     for key, value in obj.items():
         if key in names or _TIMING_KEY.search(str(key)):
-            moved[key] = value
+            timings[key] = value
             continue
         sub_kept, sub_moved = split_timings(value, names)
         kept[key] = sub_kept
         if sub_moved:
-            moved[key] = sub_moved
-    return kept, moved
+            timings[key] = sub_moved
+    return kept, timings

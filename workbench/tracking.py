@@ -149,7 +149,9 @@ def run_params(record: dict[str, Any]) -> dict[str, str]:
         "allow_problems": record.get("allow_problems"),
         "notebooks": ",".join(record.get("notebooks") or []) or None,
     }
-    catalog = record.get("catalog") if isinstance(record.get("catalog"), dict) else {}
+    catalog = record.get("catalog")
+    if not isinstance(catalog, dict):
+        catalog = {}
     for field in ("path", "fingerprint", "media_sha256"):
         params[f"catalog.{field}"] = catalog.get(field)
     for group in ("parameters", "status"):

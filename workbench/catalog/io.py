@@ -61,7 +61,7 @@ MEDIA_DIR = "media"
 # (`cd <catalog> && sha256sum -c media.sha256` checks it too); its own sha256 is
 # the manifest's `media_sha256`.
 MEDIA_LISTING = "media.sha256"
-PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION: Literal["zstd"] = "zstd"
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is a few kB; anything this big is not one
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # What polars and pyarrow raise for a table that is not what its schema says.
@@ -382,21 +382,22 @@ def _count_problems(root: Path, manifest: dict) -> list[Problem]:
     expected = "expected the counts the catalog was written with (the manifest or a table was edited)"
     problems = []
     counts = manifest.get("counts")
-    for table in TABLES if counts is not None else ():
-        file = _table_path(root, table)
-        actual = _parquet_rows(file) if file.exists() else None
-        claimed = counts.get(table)
-        if file.exists() and actual is None:
-            continue
-        if claimed is None and actual is not None:
-            problems.append(Problem(table, f"counts has no entry for {table}.parquet ({actual:,} rows); {expected}",
-                                    file=where))
-        elif claimed is not None and actual is None:
-            problems.append(Problem(table, f"counts.{table} is {claimed:,} but there is no {table}.parquet; {expected}",
-                                    file=where))
-        elif claimed != actual:
-            problems.append(Problem(table, f"counts.{table} is {claimed:,} but {table}.parquet holds {actual:,} rows; "
-                                    f"{expected}", file=where))
+    if counts is not None:
+        for table in TABLES:
+            file = _table_path(root, table)
+            actual = _parquet_rows(file) if file.exists() else None
+            claimed = counts.get(table)
+            if file.exists() and actual is None:
+                continue
+            if claimed is None and actual is not None:
+                problems.append(Problem(table, f"counts has no entry for {table}.parquet ({actual:,} rows); {expected}",
+                                        file=where))
+            elif claimed is not None and actual is None:
+                problems.append(Problem(table, f"counts.{table} is {claimed:,} but there is no {table}.parquet; {expected}",
+                                        file=where))
+            elif claimed != actual:
+                problems.append(Problem(table, f"counts.{table} is {claimed:,} but {table}.parquet holds {actual:,} rows; "
+                                        f"{expected}", file=where))
     media = manifest.get("media")
     actual_media = _media_counts(_table_path(root, "products")) if media else None
     for col, claimed in (media or {}).items():

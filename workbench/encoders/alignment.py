@@ -26,10 +26,13 @@ parameterisation) so the training loop optimises it with everything else.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -125,7 +128,8 @@ class AlignmentTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         emb = model(batch)
-        scale = model.logit_scale if hasattr(model, "logit_scale") else torch.tensor(math.log(1 / 0.07))
+        logit_scale = getattr(model, "logit_scale", None)
+        scale = logit_scale if isinstance(logit_scale, Tensor) else torch.tensor(math.log(1 / 0.07))
         cfg = self.config
         terms: dict[str, Tensor] = {}
         total = emb[next(iter(emb))].new_zeros(())
@@ -165,12 +169,13 @@ def mean_of_present(emb: dict[str, Tensor], batch: dict[str, Tensor], modalities
     False mask), so no zero vector is averaged in; a row with none stays zero and masked.
     """
     masks = [batch[f"{m}_mask"].to(emb[m].dtype) for m in modalities]
-    total = sum(emb[m].float() * w.float().unsqueeze(1) for m, w in zip(modalities, masks, strict=True))
+    total = functools.reduce(operator.add, (emb[m].float() * w.float().unsqueeze(1)
+                                            for m, w in zip(modalities, masks, strict=True)))
     present = torch.stack([batch[f"{m}_mask"].bool() for m in modalities], 1).any(1)
     return F.normalize(total, dim=-1), present
 
 
-def positive_keys(pairs: list[tuple[int, int]] | Tensor, n_items: int) -> Tensor:
+def positive_keys(pairs: list[tuple[int, int]] | np.ndarray | Tensor, n_items: int) -> Tensor:
     """Sorted int64 keys of (query index, item index) positive pairs, for `AlignmentTask`."""
     t = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
     return torch.sort(t[:, 0] * n_items + t[:, 1]).values

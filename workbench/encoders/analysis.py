@@ -81,9 +81,10 @@ def ablation(
         systems["+".join(mods)] = (tuple(mods), None)
     for name, f in fusions.items():
         systems[f"fused/{name}"] = (tuple(mods), f)
-    rows, per_query = [], {}
-    for name, (s, f) in systems.items():
-        vec, ok = subset_vectors(embeddings, masks, s, f)
+    rows: list[dict[str, object]] = []
+    per_query: dict[str, dict[str, np.ndarray]] = {}
+    for name, (s, fusion) in systems.items():
+        vec, ok = subset_vectors(embeddings, masks, s, fusion)
         ranked = rank_items(query, vec, ok, k)
         pq = ranking_metrics(ranked, relevance, ks=(k,), per_query=True, metrics=("ndcg", "recall"))
         per_query[name] = pq

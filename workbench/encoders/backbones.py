@@ -98,6 +98,9 @@ class EfficientNetLite0(nn.Module):
     """
 
     feature_dim = FEATURE_DIM
+    out_features: int  # set by the image tower, as on its other backbones
+    input_mean: Tensor  # buffers (register_buffer), typed for mypy
+    input_std: Tensor
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()

@@ -194,8 +194,9 @@ def pooled_image_features(
     """A frozen image backbone's features (N, feature_dim) float32 on the CPU, zeros where
     `mask` is False; cached by the backbone's weights and the decoded images (uint8 (N, 3, H, W))."""
     hwc = images.permute(0, 2, 3, 1)  # the media cache's own layout: hashed without a copy
-    h = hashlib.sha256((hwc if hwc.is_contiguous() else hwc.contiguous()).numpy())
-    h.update(mask.numpy())
+    # numpy's stubs give ndarray __buffer__ only on Python >= 3.12; it is a buffer on 3.11 too
+    h = hashlib.sha256((hwc if hwc.is_contiguous() else hwc.contiguous()).numpy())  # type: ignore[arg-type]
+    h.update(mask.numpy())  # type: ignore[arg-type]
     key = _digest(CACHE_VERSION, state_digest(tower.backbone), tower.feature_signature(), h.hexdigest())
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
 

@@ -178,7 +178,7 @@ def load_encoder(
                 "(an earlier run's); re-run notebook 03 to train a fusion for these towers"
             )
         fused = load_fusion(fusion_dir, d=model.config.d)
-    return Encoder(model, fused, device=device, source=folder, fusion_source=fused and fusion_dir)
+    return Encoder(model, fused, device=device, source=folder, fusion_source=fusion_dir if fused is not None else None)
 
 
 def _list_column(emb: Tensor, mask: Tensor) -> pl.Series:
@@ -231,10 +231,9 @@ def embed_catalog(
     enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
     cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog)
     if tensors is None:
-        towers = enc.model.towers
         tensors = prepare_catalog(
-            cat, enc.config, towers["text"] if "text" in towers else None, cache_dir=cache_dir, progress=progress,
-            image_tower=towers["image"] if "image" in towers else None,
+            cat, enc.config, enc.model.text_tower, cache_dir=cache_dir, progress=progress,
+            image_tower=enc.model.image_tower,
         )
     emb = encode_items(enc.model, tensors, batch_size=batch_size, device=enc.device, progress=progress)
     emb.pop("query", None)

@@ -144,8 +144,10 @@ class ConcatMLPFusion(Fusion):
         m, d = len(self.modalities), config.d
         self.missing = nn.Parameter(torch.zeros(m, d))  # learned placeholder, not a zero fill
         self.mlp = nn.Sequential(nn.Linear(m * d + m, config.hidden), nn.GELU(), nn.Linear(config.hidden, d))
-        nn.init.zeros_(self.mlp[-1].weight)  # start as the plain mean of present vectors
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)  # built just above
+        nn.init.zeros_(last.weight)  # start as the plain mean of present vectors
+        nn.init.zeros_(last.bias)
 
     def combine(self, x: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         filled = torch.where(present.unsqueeze(-1), x, self.missing.float().unsqueeze(0))
@@ -251,6 +253,7 @@ def fixed_weight_fusion(weights: dict[str, float], d: int, modalities: tuple[str
         raise ConfigError(f"weights {weights}: expected non-negative weights for modalities among {modalities}")
     fusion = make_fusion(FusionConfig(strategy="weighted_mean", d=d, modalities=modalities, modality_dropout=0.0))
     logits = torch.log(torch.tensor([max(float(weights.get(m, 0.0)), 1e-6) for m in fusion.modalities]))
+    assert isinstance(fusion, WeightedMeanFusion)  # strategy="weighted_mean"
     with torch.no_grad():
         fusion.logits.copy_(logits)
     return fusion.eval()

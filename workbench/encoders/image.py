@@ -174,8 +174,19 @@ def load_state_file(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
+def _out_features(backbone: nn.Module) -> int:
+    """The width of a backbone's output: the `out_features` that each builder sets."""
+    width = getattr(backbone, "out_features", None)
+    if not isinstance(width, int):
+        raise ConfigError(f"{type(backbone).__name__}: no out_features; expected a backbone built here")
+    return width
+
+
 class ImageTower(nn.Module):
     """uint8 images (B, 3, H, W) -> L2-normalised (B, d)."""
+
+    mean: Tensor  # buffers (register_buffer), typed for mypy
+    std: Tensor
 
     def __init__(self, config: ImageTowerConfig, d: int) -> None:
         super().__init__()
@@ -183,8 +194,9 @@ class ImageTower(nn.Module):
         if config.backbone == "efficientnet_lite0":
             from workbench.encoders.backbones import efficientnet_lite0
 
-            self.backbone = efficientnet_lite0(config.pretrained, with_head=False)
-            self.backbone.out_features = self.backbone.feature_dim
+            lite = efficientnet_lite0(config.pretrained, with_head=False)
+            lite.out_features = lite.feature_dim
+            self.backbone: nn.Module = lite
         elif config.is_resnet18:
             self.backbone = _resnet18_small_images(config.stem_stride)
         else:
@@ -193,7 +205,7 @@ class ImageTower(nn.Module):
             self._load_pretrained(config.weights_path)
         if config.frozen:
             self.backbone.requires_grad_(False)
-        self.n_backbone = int(self.backbone.out_features)
+        self.n_backbone = _out_features(self.backbone)
         self.n_stats = 6 if config.input_stats else 0
         self.n_colour = config.colour_histogram**3 if config.colour_histogram else 0
         self.feature_dim = self.n_backbone + self.n_stats + self.n_colour

@@ -140,7 +140,23 @@ class MultimodalEncoder(nn.Module):
     def text(self) -> TextTower:
         if "text" not in self.towers:
             raise ConfigError(f"this encoder has no text tower (modalities={self.config.modalities})")
-        return self.towers["text"]  # type: ignore[return-value]
+        tower = self.towers["text"]
+        assert isinstance(tower, TextTower)  # built as one in __init__
+        return tower
+
+    @property
+    def text_tower(self) -> TextTower | None:
+        """The text tower, or None without the text modality."""
+        return self.text if "text" in self.towers else None
+
+    @property
+    def image_tower(self) -> ImageTower | None:
+        """The image tower, or None without the image modality."""
+        if "image" not in self.towers:
+            return None
+        tower = self.towers["image"]
+        assert isinstance(tower, ImageTower)  # built as one in __init__
+        return tower
 
     def _encode_text(self, batch: dict[str, Tensor], prefix: str) -> Tensor | None:
         if f"{prefix}_pooled" in batch:
@@ -157,7 +173,9 @@ class MultimodalEncoder(nn.Module):
                 if emb is not None:
                     out[prefix] = emb
         if "image" in self.towers and "image_features" in batch:  # cached frozen-backbone features
-            out["image"] = self.towers["image"].project(batch["image_features"])
+            image = self.towers["image"]
+            assert isinstance(image, ImageTower)  # built as one in __init__
+            out["image"] = image.project(batch["image_features"])
         elif "image" in self.towers and "image" in batch:
             out["image"] = self.towers["image"](batch["image"])
         if "audio" in self.towers and "audio" in batch:

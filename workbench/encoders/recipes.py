@@ -78,16 +78,14 @@ def train_towers(
     model = MultimodalEncoder(config.encoder)
     device = resolve_device(config.train.device)
     model.to(device)  # the frozen text backbone runs once, on the training device
-    text_tower = model.towers["text"] if "text" in model.towers else None
-    image_tower = model.towers["image"] if "image" in model.towers else None
+    text_tower, image_tower = model.text_tower, model.image_tower
     tensors = prepare_catalog(cat, config.encoder, text_tower, cache_dir=work / "cache", progress=progress,
                               image_tower=image_tower)
     if text_tower is not None:
         init_text_head(text_tower, tensors)
-    split = dict(test_fraction=config.test_fraction, validation_fraction=config.validation_fraction,
-                 seed=config.split_seed)
     train_pairs, validation_pairs, test_pairs = (
-        query_item_pairs(cat, tensors.item_ids, tensors.query_ids, part, **split)
+        query_item_pairs(cat, tensors.item_ids, tensors.query_ids, part, test_fraction=config.test_fraction,
+                         validation_fraction=config.validation_fraction, seed=config.split_seed)
         for part in ("train", "validation", "test")
     )
     image_tf = train_transform(config.encoder.image) if "image" in config.encoder.modalities else None
@@ -99,10 +97,11 @@ def train_towers(
     train_cfg = replace(train_cfg, progress=progress and train_cfg.progress)
     result = fit(model, task, dataset, train_cfg, model_config=config.encoder.to_dict(), callbacks=callbacks,
                  collate_fn=collate_batch)
-    model = result.model
-    save_encoder(model, out, extra={"epochs": len(result.history), "catalog": str(cat.root)})
-    embeddings = encode_items(model, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
-    return TowerRun(model.eval(), tensors, result.history, train_pairs, validation_pairs, test_pairs,
+    trained = result.model
+    assert isinstance(trained, MultimodalEncoder)  # fit returns the model it trained
+    save_encoder(trained, out, extra={"epochs": len(result.history), "catalog": str(cat.root)})
+    embeddings = encode_items(trained, tensors, batch_size=max(256, train_cfg.batch_size), progress=False)
+    return TowerRun(trained.eval(), tensors, result.history, train_pairs, validation_pairs, test_pairs,
                     embeddings, out)
 
 
@@ -150,12 +149,14 @@ def train_fusion(
     model = FusionModel(config.fusion)
     n_items = len(next(iter(items.values())))
     task = AlignmentTask(
-        AlignmentConfig(modalities=modalities, query_targets=("fused",)),
+        AlignmentConfig(modalities=tuple(modalities), query_targets=("fused",)),
         positive_keys(train_pairs[:, :2], n_items),
         n_items,
     )
     train_cfg = replace(config.train, progress=progress and config.train.progress)
     result = fit(model, task, dataset, train_cfg, model_config=config.fusion.to_dict(), callbacks=callbacks,
                  collate_fn=collate_batch)
-    fusion = result.model.fusion.cpu().eval()
+    trained = result.model
+    assert isinstance(trained, FusionModel)  # fit returns the model it trained
+    fusion = trained.fusion.cpu().eval()
     return fusion, result.history

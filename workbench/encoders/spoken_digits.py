@@ -136,6 +136,7 @@ class DigitModel(nn.Module):
 
 class DigitTask:
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        assert isinstance(model, DigitModel)  # the model spoken_digit_retrieval trains with this task
         logits = model.logits(model(batch["audio"]))
         loss = F.cross_entropy(logits.float(), batch["digit"])
         return {"loss": loss, "acc": (logits.argmax(1) == batch["digit"]).float().mean()}
@@ -151,7 +152,8 @@ def embed(model: nn.Module, waves: Tensor, batch_size: int = 256) -> Tensor:
 
 def retrieval_split(clips: FSDDClips, gallery_per_digit: int, queries_per_digit: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of gallery and query clips: the lowest takes per digit go to the gallery."""
-    gallery, queries = [], []
+    gallery: list[int] = []
+    queries: list[int] = []
     for digit in range(10):
         idx = np.flatnonzero(clips.digits == digit)
         idx = idx[np.argsort(clips.takes[idx], kind="stable")]
@@ -194,8 +196,8 @@ def spoken_digit_retrieval(root: str | Path, config: SpokenDigitConfig | None = 
         embed(model, test.waves[q_idx]), test.digits[q_idx], embed(model, test.waves[g_idx]), test.digits[g_idx]
     )
     result = fit(model, DigitTask(), _ClipDataset(train), cfg.train, model_config={"d": cfg.d, "audio": asdict(cfg.audio)})
-    model = result.model
-    g_emb, q_emb = embed(model, test.waves[g_idx]), embed(model, test.waves[q_idx])
+    trained = result.model
+    g_emb, q_emb = embed(trained, test.waves[g_idx]), embed(trained, test.waves[q_idx])
     metrics = digit_retrieval_metrics(q_emb, test.digits[q_idx], g_emb, test.digits[g_idx])
     return {
         "recall@10": metrics["recall@10"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,20 @@ from torch import Tensor, nn
 from workbench.device import autocast_dtype
 from workbench.errors import CheckpointError, ConfigError
 
-# Sizes of the randomly initialised backbone used by tests and smoke runs.
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+class TinyBert(TypedDict):
+    """`BertConfig` sizes of the randomly initialised backbone used by tests and smoke runs."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
+TINY_BERT = TinyBert(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 HEAD_INITS = ("pca", "random")
 
 
@@ -86,7 +99,7 @@ def _load_tokenizer(path: str):
         raise CheckpointError(f"text encoder folder {folder}: no usable tokenizer ({e})") from e
 
 
-def _load_backbone(config: TextTowerConfig, vocab_size: int) -> nn.Module:
+def _load_backbone(config: TextTowerConfig, vocab_size: int) -> PreTrainedModel:
     from transformers import AutoModel, BertConfig, BertModel
 
     if config.tiny:
@@ -115,14 +128,18 @@ class ProjectionHead(nn.Module):
     layer starts at zero, so an initialised head is exactly the PCA projection.
     """
 
+    centre: Tensor  # a buffer (register_buffer), typed for mypy
+
     def __init__(self, h: int, d: int, hidden: int) -> None:
         super().__init__()
         self.register_buffer("centre", torch.zeros(h))
         self.linear = nn.Linear(h, d)
         self.mlp = nn.Sequential(nn.Linear(h, hidden), nn.GELU(), nn.Linear(hidden, d)) if hidden > 0 else None
         if self.mlp is not None:
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
+            last = self.mlp[-1]
+            assert isinstance(last, nn.Linear)  # built just above
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, pooled: Tensor) -> Tensor:
         out = self.linear(pooled - self.centre.to(pooled.dtype))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import overload
 
 import numpy as np
 
@@ -118,6 +119,24 @@ def _interval(means: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+@overload
+def bootstrap_ci(
+    per_query: np.ndarray,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval: ...
+
+
+@overload
+def bootstrap_ci(
+    per_query: Mapping[str, np.ndarray],
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]: ...
+
+
 def bootstrap_ci(
     per_query: np.ndarray | Mapping[str, np.ndarray],
     n_resamples: int = 2000,
@@ -136,9 +155,14 @@ def bootstrap_ci(
     _check_params(n_resamples, confidence)
     if isinstance(per_query, Mapping):
         return {
-            name: bootstrap_ci(per_query[name], n_resamples, confidence, _child_seed(seed, name))
+            name: _one_interval(per_query[name], n_resamples, confidence, _child_seed(seed, name))
             for name in sorted(per_query)
         }
+    return _one_interval(per_query, n_resamples, confidence, seed)
+
+
+def _one_interval(per_query: np.ndarray, n_resamples: int, confidence: float,
+                  seed: int | list[int]) -> Interval:
     values = _check(per_query, "per_query")
     values = values[~np.isnan(values)]
     if values.size == 0:

@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, overload
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from workbench.catalog.splits import Split
 from workbench.errors import EvaluationError
@@ -32,25 +34,40 @@ from workbench.metrics import (
 from workbench.rankers.base import Ranker
 
 
-def test_relevance(test: pl.DataFrame, users: Sequence[str], item_ids: Sequence[str]):
+def test_relevance(test: pl.DataFrame, users: Sequence[str] | np.ndarray,
+                   item_ids: Sequence[str] | np.ndarray) -> sp.csr_matrix:
     """Binary (n_users, n_items) relevance of the test interactions; unknown items ignored."""
     return relevance_matrix(test, list(users), list(item_ids), query_col="user_id",
                             relevance_col=None, unknown_items="ignore")
 
 
+@overload
 def evaluate_ranker(
     ranker: Ranker, test: pl.DataFrame, k: int = 10, ks: Sequence[int] = (10,),
-    per_query: bool = False, users: Sequence[str] | None = None, convention: str = "trec",
+    per_query: Literal[False] = False, users: Sequence[str] | np.ndarray | None = None, convention: str = "trec",
+) -> dict[str, float]: ...
+
+
+@overload
+def evaluate_ranker(
+    ranker: Ranker, test: pl.DataFrame, k: int = 10, ks: Sequence[int] = (10,),
+    per_query: Literal[True] = ..., users: Sequence[str] | np.ndarray | None = None, convention: str = "trec",
+) -> dict[str, np.ndarray]: ...
+
+
+def evaluate_ranker(
+    ranker: Ranker, test: pl.DataFrame, k: int = 10, ks: Sequence[int] = (10,),
+    per_query: bool = False, users: Sequence[str] | np.ndarray | None = None, convention: str = "trec",
 ) -> dict[str, float] | dict[str, np.ndarray]:
     """Metrics of `ranker.recommend(users, k)` against `test` (default users: all test users)."""
-    users = np.sort(test["user_id"].unique().to_numpy().astype(str)) if users is None else np.asarray(users)
-    recs = ranker.recommend(users, max(k, *ks), exclude_seen=True)
-    rel = test_relevance(test, users, ranker.item_ids)
-    out = ranking_metrics(recs.indices, rel, ks=tuple(ks), per_query=per_query, convention=convention)
-    if not per_query:
-        out = {key: float(v) for key, v in out.items()}
-        out[f"coverage@{k}"] = coverage(recs.indices[:, :k], len(ranker.item_ids))
-        out["cold_users"] = float(recs.n_cold)
+    user_ids = np.sort(test["user_id"].unique().to_numpy().astype(str)) if users is None else np.asarray(users)
+    recs = ranker.recommend(user_ids, max(k, *ks), exclude_seen=True)
+    rel = test_relevance(test, user_ids, ranker.item_ids)
+    if per_query:
+        return ranking_metrics(recs.indices, rel, ks=tuple(ks), per_query=True, convention=convention)
+    out = ranking_metrics(recs.indices, rel, ks=tuple(ks), convention=convention)
+    out[f"coverage@{k}"] = coverage(recs.indices[:, :k], len(ranker.item_ids))
+    out["cold_users"] = float(recs.n_cold)
     return out
 
 
@@ -64,6 +81,20 @@ def epoch_evaluator(test: pl.DataFrame, k: int = 10,
         return {f"test_{m}@{k}": res[f"{m}@{k}"] for m in metrics}
 
     return evaluate
+
+
+@overload
+def oracle_metrics(
+    truth: Mapping[str, pl.DataFrame], train: pl.DataFrame, test: pl.DataFrame,
+    item_ids: Sequence[str], k: int = 10, ks: Sequence[int] = (10,), per_query: Literal[False] = False,
+) -> dict[str, float]: ...
+
+
+@overload
+def oracle_metrics(
+    truth: Mapping[str, pl.DataFrame], train: pl.DataFrame, test: pl.DataFrame,
+    item_ids: Sequence[str], k: int = 10, ks: Sequence[int] = (10,), per_query: Literal[True] = ...,
+) -> dict[str, np.ndarray]: ...
 
 
 def oracle_metrics(
@@ -86,8 +117,10 @@ def oracle_metrics(
     seen = relevance_matrix(train, list(users), list(item_ids), query_col="user_id",
                             relevance_col=None, unknown_queries="ignore")
     ranked = top_k_from_scores(scores, max(k, *ks), exclude=seen)
-    out = ranking_metrics(ranked, test_relevance(test, users, item_ids), ks=tuple(ks), per_query=per_query)
-    return out if per_query else {key: float(v) for key, v in out.items()}
+    rel = test_relevance(test, users, item_ids)
+    if per_query:
+        return ranking_metrics(ranked, rel, ks=tuple(ks), per_query=True)
+    return ranking_metrics(ranked, rel, ks=tuple(ks))
 
 
 def cold_start_metrics(ranker: Ranker, split: Split, k: int = 10) -> dict[str, float]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import polars as pl
@@ -41,12 +41,18 @@ _BATCH = 256  # queries scored at once: bounds a score block to 256 x n_items fl
 
 
 class SearchSystem(Protocol):
-    name: str
-    kind: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_items) float scores of the query rows; -inf where an item cannot be retrieved."""
         ...
+
+
+System = TypeVar("System", bound=SearchSystem)  # a tuned or chosen system keeps its own type
 
 
 def _check_rows(rows: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -202,8 +208,8 @@ def _mean(values: np.ndarray) -> float:
 
 
 def best_on_validation(
-    candidates: Sequence[SearchSystem], rows: np.ndarray, relevance: sp.csr_matrix, metric: str = "ndcg@10"
-) -> tuple[SearchSystem, pl.DataFrame]:
+    candidates: Sequence[System], rows: np.ndarray, relevance: sp.csr_matrix, metric: str = "ndcg@10"
+) -> tuple[System, pl.DataFrame]:
     """The candidate with the highest validation `metric` (ties: the earliest) and the table of all."""
     if not candidates:
         raise ConfigError("best_on_validation: no candidates")
@@ -327,9 +333,9 @@ def _comparisons(
 
 
 def tuned(
-    make: Callable[[Any], SearchSystem], grid: Sequence[Any], validation: tuple[np.ndarray, sp.csr_matrix],
+    make: Callable[[Any], System], grid: Sequence[Any], validation: tuple[np.ndarray, sp.csr_matrix],
     metric: str = "ndcg@10",
-) -> tuple[SearchSystem, pl.DataFrame]:
+) -> tuple[System, pl.DataFrame]:
     """The system `make(g)` for the grid point `g` that scores best on validation (ties: the first)."""
     if not grid:
         raise ConfigError("tuned: the grid is empty")
@@ -394,11 +400,11 @@ def build_candidates(
         candidates.append(lexical)
         candidates.append(RRFHybrid("hybrid RRF", (dense_best, lexical), settings.rrf_depth, settings.rrf_c))
         tuning["hybrid RRF"] = {"dense": dense_best.name, "depth": settings.rrf_depth, "c": settings.rrf_c}
-        best, table = tuned(lambda w: ConvexHybrid("hybrid convex", dense_best, lexical, w),
-                            settings.hybrid_weights, validation, metric)
-        tuning["hybrid convex"] = {"dense": dense_best.name, "weight": best.weight,
+        convex, table = tuned(lambda w: ConvexHybrid("hybrid convex", dense_best, lexical, w),
+                              settings.hybrid_weights, validation, metric)
+        tuning["hybrid convex"] = {"dense": dense_best.name, "weight": convex.weight,
                                    "grid": _grid_rows(table, [{"weight": w} for w in settings.hybrid_weights], metric)}
-        candidates.append(best)
+        candidates.append(convex)
     return candidates, tuning
 
 
@@ -420,7 +426,8 @@ class LexicalRetriever:
     def item_ids(self) -> np.ndarray:
         return np.asarray(self.index.item_ids)
 
-    def search_indices(self, vectors: np.ndarray, k: int, texts: Sequence[str] | None = None):
+    def search_indices(self, vectors: np.ndarray, k: int,
+                       texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if texts is None:
             raise EvaluationError("BM25 retrieves by query text: no texts given")
         return self.index.search_indices(list(texts), k)
@@ -454,7 +461,8 @@ class HybridRetriever:
     def item_ids(self) -> np.ndarray:
         return np.asarray(self.dense.item_ids)
 
-    def search_indices(self, vectors: np.ndarray, k: int, texts: Sequence[str] | None = None):
+    def search_indices(self, vectors: np.ndarray, k: int,
+                       texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         from workbench.hybrid import convex_combination, reciprocal_rank_fusion
 
         if texts is None:

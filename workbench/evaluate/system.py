@@ -34,9 +34,9 @@ metrics stay byte-reproducible.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -65,9 +65,26 @@ __all__ = [
 class Retriever(Protocol):
     """What stage 1 needs from an index (`workbench.index.VectorIndex`)."""
 
-    item_ids: np.ndarray
+    @property
+    def item_ids(self) -> np.ndarray: ...
 
     def search_indices(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TextRetriever(Protocol):
+    """A stage 1 that also reads the query texts (BM25, a hybrid), marked by ``uses_text = True``."""
+
+    @property
+    def item_ids(self) -> np.ndarray: ...
+
+    @property
+    def uses_text(self) -> bool: ...
+
+    def search_indices(self, vectors: np.ndarray, k: int,
+                       texts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+StageOne = Retriever | TextRetriever
 
 
 class Scorer(Protocol):
@@ -298,7 +315,7 @@ def next_item_task(
 
 
 def retrieve(
-    index: Retriever, vectors: np.ndarray, n: int, exclude: sp.csr_matrix | None = None,
+    index: StageOne, vectors: np.ndarray, n: int, exclude: sp.csr_matrix | None = None,
     texts: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1: top-n indices and scores, excluded items removed (lists padded with -1).
@@ -311,7 +328,8 @@ def retrieve(
     if getattr(index, "uses_text", False):
         if texts is None:
             raise EvaluationError(f"{type(index).__name__} reads query texts; the task has none")
-        idx, scores = index.search_indices(vectors, min(n + extra, n_items), texts=texts)
+        text_index = cast(TextRetriever, index)  # what uses_text = True promises
+        idx, scores = text_index.search_indices(vectors, min(n + extra, n_items), texts=texts)
     else:
         idx, scores = index.search_indices(vectors, min(n + extra, n_items))
     idx = np.asarray(idx, dtype=np.int64)
@@ -412,10 +430,10 @@ def _ann_recall(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def evaluate_two_stage(
     task: QueryTask,
-    index: Retriever,
+    index: StageOne,
     ranker: Scorer | None = None,
     config: SystemConfig | None = None,
-    exact_index: Retriever | None = None,
+    exact_index: StageOne | None = None,
     item_weights: pl.DataFrame | None = None,
     full_ranking: np.ndarray | None = None,
 ) -> TwoStageResult:
@@ -443,13 +461,13 @@ def evaluate_two_stage(
         ranker, index.item_ids, cand, cand_scores, task.user_ids, cfg.alpha, cfg.rerank_anonymous
     )[:, : cfg.k]
 
-    mkw = dict(per_query=True, convention=cfg.convention)
-    stage1 = ranking_metrics(cand[:, : cfg.k], task.relevance, ks=ks, **mkw)
-    stage2 = ranking_metrics(final, task.relevance, ks=ks, **mkw)
+    stage1 = ranking_metrics(cand[:, : cfg.k], task.relevance, ks=ks, per_query=True, convention=cfg.convention)
+    stage2 = ranking_metrics(final, task.relevance, ks=ks, per_query=True, convention=cfg.convention)
     cand_recall = ranking_metrics(
-        cand, task.relevance, ks=(cfg.candidates,), metrics=("recall",), **mkw
+        cand, task.relevance, ks=(cfg.candidates,), metrics=("recall",), per_query=True,
+        convention=cfg.convention,
     )[f"recall@{cfg.candidates}"]
-    per_stage = {
+    per_stage: dict[str, dict[str, np.ndarray]] = {
         "retrieval": {**stage1, "candidate_recall": cand_recall},
         "reranked": stage2,
     }
@@ -461,13 +479,14 @@ def evaluate_two_stage(
                 f"{full.shape[1] if full.ndim == 2 else 0} items; expected {len(task.query_ids)} rows "
                 f"(one per query) of at least {cfg.candidates} (the candidates)")
         per_stage["full_ranking"] = {
-            **ranking_metrics(full[:, : cfg.k], task.relevance, ks=ks, **mkw),
-            **ranking_metrics(full, task.relevance, ks=(cfg.candidates,), metrics=("recall",), **mkw),
+            **ranking_metrics(full[:, : cfg.k], task.relevance, ks=ks, per_query=True, convention=cfg.convention),
+            **ranking_metrics(full, task.relevance, ks=(cfg.candidates,), metrics=("recall",), per_query=True, convention=cfg.convention),
         }
     if exact_index is not None:
         ex, _ = retrieve(exact_index, task.vectors, cfg.candidates, task.exclude, task.texts)
         ex_rec = ranking_metrics(
-            ex, task.relevance, ks=(cfg.candidates,), metrics=("recall",), **mkw
+            ex, task.relevance, ks=(cfg.candidates,), metrics=("recall",), per_query=True,
+        convention=cfg.convention,
         )[f"recall@{cfg.candidates}"]
         per_stage["exact_retrieval"] = {"candidate_recall": ex_rec}
 
@@ -579,7 +598,7 @@ def serving_threads(threads: int = 1) -> Any:
 
 def measure_latency(
     task: QueryTask,
-    index: Retriever,
+    index: StageOne,
     ranker: Scorer | None = None,
     config: SystemConfig | None = None,
     n_queries: int = 200,
@@ -652,7 +671,7 @@ MODALITY_NAMES = ("text", "image", "audio")
 
 def modality_breakdown(
     task: QueryTask,
-    indexes: dict[str, Retriever],
+    indexes: Mapping[str, StageOne],
     item_ids: np.ndarray,
     k: int = 10,
     convention: str = "trec",
@@ -702,7 +721,7 @@ def modality_breakdown(
         n_best = (mat == best[:, None]).sum(axis=1)
         winner = np.where(
             ~defined,
-            None,
+            np.array(None, dtype=object),
             np.where(
                 best <= 0,
                 "none",

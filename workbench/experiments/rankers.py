@@ -154,7 +154,7 @@ def movielens_table(rows: Sequence[Mapping[str, object]], k: int = 10) -> pl.Dat
         runs = [r for r in rows if r["ranker"] == name]
         cell = {}
         for c in cols:
-            v = np.array([float(r[c]) for r in runs])
+            v = np.array([r[c] for r in runs], dtype=np.float64)
             sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
             cell[c] = f"{v.mean():.4f} ± {sd:.4f}"
         ours.append({"source": "ours", "ranker": name, "seeds": len(runs), **cell})

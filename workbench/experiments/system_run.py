@@ -315,7 +315,8 @@ def evaluate_system(
     latency: dict[str, Any] = {}
     info: dict[str, Any] = {"n_items": len(item_ids), "index": type(index).__name__}
     notes: dict[str, str] = {}
-    modality_frame, modality_summary = None, {}
+    modality_frame: pl.DataFrame | None = None
+    modality_summary: dict[str, Any] = {}
 
     interactions = cat.interactions.collect() if cat.interactions is not None else None
     ranker, ranker_source, ranker_fingerprint = None, "none (no interactions)", None
@@ -327,9 +328,10 @@ def evaluate_system(
         # What notebook 05 trained on when it used this catalog: the saved ranker must match.
         expect = TrainingFingerprint.of(data_fingerprint(cat.root)["fingerprint"], split, item_ids)
         ranker, ranker_source = _load_ranker(work, cfg, expect, split, item_ids, vectors)
+        assert ranker.fingerprint is not None  # set by fitting and by loading
         ranker_fingerprint = ranker.fingerprint.to_dict()
 
-    if has_rows(cat, "queries") and has_rows(cat, "qrels"):
+    if cat.queries is not None and cat.qrels is not None and has_rows(cat, "queries") and has_rows(cat, "qrels"):
         from workbench.encoders import load_encoder
 
         queries = cat.queries.collect().sort("query_id")
@@ -374,7 +376,7 @@ def evaluate_system(
             )
         modality_frame, modality_summary = modality_breakdown(task, indexes, item_ids, k=scfg.k)
 
-    if split is not None:
+    if split is not None and ranker is not None:  # a split always comes with its ranker
         test = split.test
         if cfg.max_users is not None:
             users = test["user_id"].unique().sort().head(cfg.max_users)
@@ -398,6 +400,7 @@ def evaluate_system(
             tower_index = build_index(item_ids, tower_items, IndexConfig(kind="exact", device=cfg.device))
             if info["index"] == "ScannIndex":
                 base = IndexConfig.for_size(len(item_ids), kind="scann", device=cfg.device)
+                assert base.num_leaves is not None  # for_size sizes the partitions
                 probe = inner_product_queries(ranker.two_tower_users(ranker.user_ids[:TOWER_TUNING_USERS]))
                 depth = min(scfg.candidates, len(item_ids))
                 rows = sweep(item_ids, tower_items, probe, k=depth, config=base, repeats=1, progress=False,

@@ -176,14 +176,14 @@ def tune_ranker(
     if space:
         study.enqueue_trial(_defaults_of(model, space), skip_if_exists=False)
     study.optimize(objective, n_trials=budget if space else 1, n_jobs=1, show_progress_bar=False)
-    done = [t for t in study.trials if t.value is not None and math.isfinite(t.value)]
+    done = [(t, t.value) for t in study.trials if t.value is not None and math.isfinite(t.value)]
     if not done:
         note = (f"not tuned: the ranker could not be fitted on the validation split's training rows "
                 f"({unfit[0] if unfit else 'no trial completed'}); its defaults are kept")
         logger.warning("tune %s: %s", model, note)
         return TuneResult(model=model, params=dict(fixed), value=float("nan"), metric=metric, budget=int(budget),
                           seed=seed, trials=[], n_validation_users=len(users), note=note)
-    best = max(done, key=lambda t: (t.value, -t.number))
-    trials = [{"number": t.number, "value": float(t.value), "params": dict(t.params)} for t in done]
-    return TuneResult(model=model, params={**fixed, **best.params}, value=float(best.value), metric=metric,
+    best, best_value = max(done, key=lambda trial_value: (trial_value[1], -trial_value[0].number))
+    trials = [{"number": t.number, "value": float(value), "params": dict(t.params)} for t, value in done]
+    return TuneResult(model=model, params={**fixed, **best.params}, value=float(best_value), metric=metric,
                       budget=int(budget), seed=seed, trials=trials, n_validation_users=len(users))

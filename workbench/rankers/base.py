@@ -106,8 +106,8 @@ class Ranker(ABC):
     def __init__(self, device: str = "auto") -> None:
         self.device_name = device
         self.device = resolve_device(device)
-        self.item_ids: np.ndarray | None = None
-        self.user_ids: np.ndarray | None = None
+        self._item_ids: np.ndarray | None = None
+        self._user_ids: np.ndarray | None = None
         self.history: list[dict[str, Any]] = []  # per-epoch records of trained rankers
         self.fingerprint: TrainingFingerprint | None = None  # what it was fitted on
         self._tower: torch.Tensor | None = None  # item factors of the two-tower form, once computed
@@ -186,10 +186,10 @@ class Ranker(ABC):
     def _set_state(self, item_ids: np.ndarray, user_ids: np.ndarray, seen: sp.csr_matrix,
                    item_counts: np.ndarray) -> None:
         """Vocabularies, seen items and counts: what fitting computes and loading restores."""
-        self.item_ids = item_ids
+        self._item_ids = item_ids
         self._items_order = np.argsort(item_ids, kind="stable")  # vectorised id -> index lookups
         self._items_sorted = item_ids[self._items_order]
-        self.user_ids = user_ids
+        self._user_ids = user_ids
         self._seen = seen
         self._item_counts = item_counts
 
@@ -228,9 +228,26 @@ class Ranker(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no two-tower form")
 
     # ----------------------------------------------------------------- lookup
+    def _not_fitted(self) -> ConfigError:
+        return ConfigError(f"{type(self).__name__} is not fitted: call fit(interactions, items) first")
+
     def _check_fitted(self) -> None:
-        if self.item_ids is None:
-            raise ConfigError(f"{type(self).__name__} is not fitted: call fit(interactions, items) first")
+        if self._item_ids is None:
+            raise self._not_fitted()
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """The item universe, in index order; `ConfigError` before `fit`."""
+        if self._item_ids is None:
+            raise self._not_fitted()
+        return self._item_ids
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """The training users, sorted (their indices are the model's); `ConfigError` before `fit`."""
+        if self._user_ids is None:
+            raise self._not_fitted()
+        return self._user_ids
 
     def user_index(self, user_ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of `user_ids` in the training vocabulary and a cold mask (index 0 where cold)."""
@@ -324,6 +341,14 @@ class Ranker(ABC):
         vector is 1 there and 0 elsewhere, retrieve by it, as `score` serves them.
         Computed once per fitted model and kept.
         """
+        tower = self._tower_items()
+        if tower is None:
+            return None
+        pop = torch.as_tensor(self._popularity, device=tower.device)[:, None]
+        return torch.cat([tower.float(), pop], 1).cpu().numpy()
+
+    def _tower_items(self) -> torch.Tensor | None:
+        """`_item_factors()`, detached, computed once per fitted model; None without a two-tower form."""
         self._check_fitted()
         if self._tower is None:
             with torch.no_grad():
@@ -331,24 +356,24 @@ class Ranker(ABC):
             if items is None:
                 return None
             self._tower = items.detach()
-        pop = torch.as_tensor(self._popularity, device=self._tower.device)[:, None]
-        return torch.cat([self._tower.float(), pop], 1).cpu().numpy()
+        return self._tower
 
     def two_tower_users(self, user_ids: Sequence[str] | np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """(n, d + 1) float32 user vectors for `two_tower_items` (see there); a ranker without a
         two-tower form raises `ConfigError`."""
-        if self._tower is None and self.two_tower_items() is None:
+        tower = self._tower_items()
+        if tower is None:
             raise ConfigError(f"{self.name} ranker: its scores are not a dot product of user and item "
                               "vectors; there is no two-tower form to retrieve with")
         users, cold = self.user_index(user_ids)
-        d = self._tower.shape[1]
+        d = tower.shape[1]
         out = np.zeros((len(users), d + 1), dtype=np.float32)
         warm = np.flatnonzero(~cold)
         with torch.no_grad():
             for start in range(0, len(warm), batch_size):
                 rows = warm[start:start + batch_size]
                 u = torch.from_numpy(users[rows]).to(self.device)
-                out[rows, :d] = self._user_factors(u, self._tower).float().cpu().numpy()
+                out[rows, :d] = self._user_factors(u, tower).float().cpu().numpy()
         out[cold, d] = 1.0
         return out
 
@@ -390,11 +415,11 @@ class Ranker(ABC):
                     s[r, c] = -torch.inf
             top_s, top_i = torch.topk(s, k, dim=1)
             top_i[torch.isneginf(top_s)] = -1
-            top_s, top_i = top_s.cpu().numpy(), top_i.cpu().numpy()
+            best_s, best_i = top_s.cpu().numpy(), top_i.cpu().numpy()
             # equal scores inside the list: lower item index first (topk's order is unspecified)
-            order = np.lexsort((np.where(top_i < 0, n_items, top_i), -top_s), axis=-1)
-            indices[start:stop] = np.take_along_axis(top_i, order, 1)
-            scores[start:stop] = np.take_along_axis(top_s, order, 1)
+            order = np.lexsort((np.where(best_i < 0, n_items, best_i), -best_s), axis=-1)
+            indices[start:stop] = np.take_along_axis(best_i, order, 1)
+            scores[start:stop] = np.take_along_axis(best_s, order, 1)
         item_ids = np.where(indices >= 0, self.item_ids[np.maximum(indices, 0)], "")
         if cold.any():
             logger.warning("%s: %d of %d users are cold (no training history): served popularity",
@@ -419,6 +444,8 @@ class Ranker(ABC):
         """
         self._check_fitted()
         fingerprint = self.fingerprint
+        if fingerprint is None:  # fit and loading set it with the vocabularies
+            raise self._not_fitted()
         if catalog_fingerprint is not None:
             fingerprint = dataclasses.replace(fingerprint, catalog=catalog_fingerprint)
         if split is not None:
@@ -515,7 +542,9 @@ def load_item_embeddings(path: str | Path, item_ids: Sequence[str] | np.ndarray,
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"{path}: no such embeddings file; expected <work>/embeddings/items.parquet")
-    df = pl.read_parquet(path, columns=["item_id", column]) if column else None
+    if not column:
+        raise ConfigError(f"{path}: empty column name; expected an embedding column such as 'fused'")
+    df = pl.read_parquet(path, columns=["item_id", column])
     if column not in df.columns:
         raise CatalogError(f"{path}: no column {column!r}; expected item_id and {column}")
     df = df.filter(pl.col(column).is_not_null())
@@ -574,7 +603,7 @@ class TrainedRanker(Ranker):
         self.eval_fn = eval_fn
         self.model: torch.nn.Module | None = None
         self.model_config: dict[str, Any] = {}
-        self.checkpoint = None
+        self.checkpoint: Path | None = None
 
     @staticmethod
     @abstractmethod
@@ -587,10 +616,8 @@ class TrainedRanker(Ranker):
 
         self.model = model  # eval_fn scores through self.model while it trains
         self.model_config = model_config
-        epoch_eval = None
-        if self.eval_fn is not None:
-            def epoch_eval(_model: torch.nn.Module) -> Mapping[str, float]:
-                return self.eval_fn(self)
+        eval_fn = self.eval_fn
+        epoch_eval = None if eval_fn is None else lambda _model: eval_fn(self)
         result = fit(model, task, data, self.config.train, model_config=model_config,
                      collate_fn=identity_collate, eval_fn=epoch_eval)
         self.model = result.model.eval()
@@ -601,6 +628,8 @@ class TrainedRanker(Ranker):
         return {"ranker": dataclasses.asdict(self.config), "model": self.model_config}
 
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        if self.model is None:
+            raise self._not_fitted()
         return dict(self.model.state_dict())
 
     @classmethod

@@ -90,12 +90,15 @@ class _ItemItemRanker(Ranker):
 
     def _history_rows(self, users: Tensor) -> Tensor:
         """(b, n_items) float32 0/1 training histories of `users`, built on the device."""
-        start, end = self._indptr[users], self._indptr[users + 1]
+        indptr, indices = self._indptr, self._indices
+        if indptr is None or indices is None:
+            raise self._not_fitted()
+        start, end = indptr[users], indptr[users + 1]
         lens = end - start
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lens)
         # position of each entry inside its user's slice of `indices`
         first = torch.repeat_interleave(start - (torch.cumsum(lens, 0) - lens), lens)
-        cols = self._indices[first + torch.arange(len(rows), device=users.device)]
+        cols = indices[first + torch.arange(len(rows), device=users.device)]
         out = torch.zeros(len(users), len(self.item_ids), dtype=torch.float32, device=users.device)
         out[rows, cols] = 1.0
         return out

@@ -85,6 +85,9 @@ class MFModel(nn.Module):
     `profile` holding the mean content of each user's training items.
     """
 
+    fused: Tensor  # buffers (register_buffer), typed for mypy
+    profile: Tensor
+
     def __init__(self, n_users: int, n_items: int, dim: int, item_bias: bool = True,
                  init_std: float = 0.1, fused_dim: int = 0, content: bool = False,
                  user_profile: bool = False) -> None:
@@ -121,6 +124,7 @@ class MFModel(nn.Module):
         """Factors of `items` (any shape; None: every item, (n_items, dim))."""
         v = self.item.weight if items is None else self.item(items)
         if self.content:
+            assert self.fused_proj is not None  # __init__ refuses content without fused_dim
             f = self.fused if items is None else self.fused[items]
             v = v + self.fused_proj(f)
         return v
@@ -252,6 +256,12 @@ class BPRRanker(TrainedRanker):
     config_class = BPRConfig
     model: MFModel | None
 
+    def _trained_model(self) -> MFModel:
+        """The trained model; `ConfigError` before `fit`."""
+        if self.model is None:
+            raise self._not_fitted()
+        return self.model
+
     def _fit(self, item_embeddings: np.ndarray | None) -> None:
         cfg = self.config
         use_fused = cfg.fused != "none"
@@ -259,18 +269,19 @@ class BPRRanker(TrainedRanker):
             raise ConfigError(f"BPRConfig.fused={cfg.fused!r} needs item_embeddings (the fused item embeddings)")
         regularise = cfg.fused in ("regularise", "both")
         content = cfg.fused == "content"
-        fused_dim = item_embeddings.shape[1] if (use_fused and (regularise or content)) else 0
+        fused_dim = item_embeddings.shape[1] if (item_embeddings is not None and (regularise or content)) else 0
         model_config = {"n_users": len(self.user_ids), "n_items": len(self.item_ids), "dim": cfg.dim,
                         "item_bias": cfg.item_bias, "init_std": cfg.init_std, "fused_dim": fused_dim,
                         "content": content, "user_profile": bool(cfg.user_profile)}
         torch.manual_seed(cfg.train.seed)  # factor init is part of the seeded run
         model = self.build_model(model_config)
-        if cfg.fused in ("init", "both"):
-            model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
-        if fused_dim:
-            model.fused.copy_(torch.from_numpy(item_embeddings))
-        if cfg.user_profile:
-            model.profile.copy_(torch.from_numpy(self._user_profiles(item_embeddings)))
+        if item_embeddings is not None:  # given whenever use_fused (checked above)
+            if cfg.fused in ("init", "both"):
+                model.item.weight.data.copy_(torch.from_numpy(pca_init(item_embeddings, cfg.dim, cfg.init_std)))
+            if fused_dim:
+                model.fused.copy_(torch.from_numpy(item_embeddings))
+            if cfg.user_profile:
+                model.profile.copy_(torch.from_numpy(self._user_profiles(item_embeddings)))
         data = BPRDataset(self._train_users, self._train_items, len(self.item_ids), cfg.n_negatives,
                           unseen_negatives=not content if cfg.unseen_negatives is None else cfg.unseen_negatives)
         task = BPRTask(l2=cfg.l2, fused_weight=cfg.fused_weight if regularise else 0.0)
@@ -294,21 +305,24 @@ class BPRRanker(TrainedRanker):
         return self.model is not None and self.model.content
 
     def _scores(self, users: Tensor) -> Tensor:
-        self.model.eval()
-        return self.model.all_scores(users)
+        model = self._trained_model()
+        model.eval()
+        return model.all_scores(users)
 
     # the terms of MFModel.all_scores: user factors . item factors (+ the bias as one more coordinate)
     def _item_factors(self) -> Tensor:
-        self.model.eval()
-        v, bias = self.model.item_factors(), self.model.item_biases()
+        model = self._trained_model()
+        model.eval()
+        v, bias = model.item_factors(), model.item_biases()
         return v if bias is None else torch.cat([v, bias[:, None]], 1)
 
     def _user_factors(self, users: Tensor, items: Tensor) -> Tensor:
-        u = self.model.user_factors(users)
-        return u if self.model.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], 1)
+        model = self._trained_model()
+        u = model.user_factors(users)
+        return u if model.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], 1)
 
     def item_factors(self) -> np.ndarray:
         """(n_items, dim) item factors (content part included), rows aligned with `item_ids`."""
         self._check_fitted()
         with torch.no_grad():
-            return self.model.item_factors().detach().float().cpu().numpy()
+            return self._trained_model().item_factors().detach().float().cpu().numpy()

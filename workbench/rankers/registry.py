@@ -84,21 +84,30 @@ class RankerSpec:
     trained: bool = False  # has a TrainConfig (epochs, lr, ...)
 
 
-def _trained_defaults(config_class: type) -> TrainConfig:
+def _trained_defaults(config_class: type | None) -> TrainConfig:
+    if config_class is None:
+        raise ConfigError("a trained ranker needs a config class with a `train` field")
     return config_class().train
+
+
+def _given(train: TrainConfig | None) -> TrainConfig:
+    """The TrainConfig that `make_ranker` passes to the build of every trained ranker."""
+    if train is None:
+        raise ConfigError("a trained ranker needs a TrainConfig")
+    return train
 
 
 MODELS: dict[str, RankerSpec] = {
     "popularity": RankerSpec(
         "popularity", lambda kw, _train, device: PopularityRanker(device=device), None, False),
     "bpr": RankerSpec(
-        "bpr", lambda kw, train, _device: BPRRanker(BPRConfig(**kw, train=train)), BPRConfig, False,
+        "bpr", lambda kw, train, _device: BPRRanker(BPRConfig(**kw, train=_given(train))), BPRConfig, False,
         space={"dim": Choice((32, 64, 128, 256)), "l2": FloatRange(1e-4, 1e-1, log=True),
                "lr": FloatRange(1e-3, 2e-2, log=True), "epochs": IntRange(10, 80),
                "n_negatives": IntRange(1, 8)},
         trained=True),
     "sequential": RankerSpec(
-        "sequential", lambda kw, train, _device: SequentialRanker(SequentialConfig(**kw, train=train)),
+        "sequential", lambda kw, train, _device: SequentialRanker(SequentialConfig(**kw, train=_given(train))),
         SequentialConfig, True,
         space={"lr": FloatRange(5e-4, 1e-2, log=True), "dropout": FloatRange(0.0, 0.5),
                "epochs": IntRange(20, 120), "weight_decay": FloatRange(1e-4, 1e-1, log=True),

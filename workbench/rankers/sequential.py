@@ -130,6 +130,10 @@ class SASRecModel(nn.Module):
     interactions are scored from their content alone.
     """
 
+    fused: Tensor  # buffers (register_buffer), typed for mypy
+    id_keep: Tensor
+    in_training: Tensor
+
     def __init__(self, n_items: int, max_len: int, dim: int, heads: int, layers: int,
                  dropout: float, fused_dim: int = 0, content_hidden: int = 0,
                  id_embeddings: bool = True, item_bias: bool = False, history_pool: bool = False,
@@ -193,6 +197,7 @@ class SASRecModel(nn.Module):
             content = self.fused_proj(self.fused)
             content = torch.cat([torch.zeros_like(content[:1]), content[1:]])  # padding stays zero
             w = content if w is None else w + content
+        assert w is not None  # __init__ refuses a model with neither ID embeddings nor content
         return w
 
     def item_biases(self, id_keep: Tensor | None = None) -> Tensor | None:
@@ -246,7 +251,7 @@ class SASRecModel(nn.Module):
                 total = total + (vectors[context] * before).sum(1, keepdim=True)
                 count = count + before.sum(1, keepdim=True)
             h = h + self.pool(total / count.clamp_min(1.0))
-        if self.trans_in is not None:  # padding rows of `vectors` are zero: no term there
+        if self.trans_in is not None and self.trans_out is not None:  # padding rows of `vectors` are zero: no term there
             h = h + self.trans_out(self.trans_in(vectors[seq]))
         return h
 
@@ -394,6 +399,12 @@ class SequentialRanker(TrainedRanker):
     config_class = SequentialConfig
     model: SASRecModel | None
 
+    def _trained_model(self) -> SASRecModel:
+        """The trained model; `ConfigError` before `fit`."""
+        if self.model is None:
+            raise self._not_fitted()
+        return self.model
+
     def loss_kind(self) -> str:
         if self.config.loss != "auto":
             return self.config.loss
@@ -464,42 +475,46 @@ class SequentialRanker(TrainedRanker):
         return self._history_windows[users], ctx
 
     def _scores(self, users: Tensor) -> Tensor:
-        self.model.eval()
-        return self.model.all_scores(*self._history(users))
+        model = self._trained_model()
+        model.eval()
+        return model.all_scores(*self._history(users))
 
     def _candidate_scores(self, users: Tensor, cols: Tensor) -> Tensor:
         # the terms of SASRecModel.all_scores, for the candidates only; the item vectors are
         # kept while the weights do not change (the content projection of every item would
         # otherwise dominate a request's cost on a large catalog)
         vectors, bias = self._eval_item_vectors()
-        h = self.model.user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
+        h = self._trained_model().user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
         s = torch.einsum("bd,bmd->bm", h, vectors[1:][cols])
         return s if bias is None else s + bias[1:][cols]
 
     def _eval_item_vectors(self) -> tuple[Tensor, Tensor | None]:
         """(item vectors (n_items + 1, dim), item biases or None) of the model in eval mode, computed
         once per state of its weights (keyed on the parameters' in-place version counters)."""
-        self.model.eval()
-        key = (id(self.model), *(p._version for p in self.model.parameters()))
+        model = self._trained_model()
+        model.eval()
+        key = (id(model), *(p._version for p in model.parameters()))
         cached = getattr(self, "_vectors_cache", None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = (key, self.model.item_vectors(), self.model.item_biases())
+                cached = (key, model.item_vectors(), model.item_biases())
             self._vectors_cache = cached
         return cached[1], cached[2]
 
     # The two-tower form has the terms of SASRecModel.all_scores: the state after the last item
     # . the item vectors (+ the item bias as one more coordinate).
     def _item_factors(self) -> Tensor:
-        self.model.eval()
-        vectors, bias = self.model.item_vectors()[1:], self.model.item_biases()
+        model = self._trained_model()
+        model.eval()
+        vectors, bias = model.item_vectors()[1:], model.item_biases()
         return vectors if bias is None else torch.cat([vectors, bias[1:, None]], 1)
 
     def _user_factors(self, users: Tensor, items: Tensor) -> Tensor:
-        dim = self.model.pos.embedding_dim
+        model = self._trained_model()
+        dim = model.pos.embedding_dim
         # item_vectors() again, from the kept factors: the padding row is zero
         vectors = torch.cat([torch.zeros_like(items[:1, :dim]), items[:, :dim]])
-        u = self.model.user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
+        u = model.user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
         return u if items.shape[1] == dim else torch.cat([u, torch.ones_like(u[:, :1])], 1)
 
     def _saved_tensors(self) -> dict[str, Tensor]:
@@ -511,7 +526,7 @@ class SequentialRanker(TrainedRanker):
 
     def _restore_model(self, doc: dict[str, Any], tensors: dict[str, Tensor], folder: Path) -> None:
         super()._restore_model(doc, tensors, folder)
-        self._set_id_keep(self.model)
+        self._set_id_keep(self._trained_model())
         windows = tensors.get(f"{STATE_PREFIX}history_windows")
         expected = (len(self.user_ids), self.config.max_len)
         if windows is None or tuple(windows.shape) != expected:

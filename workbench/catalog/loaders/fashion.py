@@ -148,7 +148,7 @@ def build_products(styles: pl.DataFrame, report: ImportReport) -> pl.DataFrame:
         seen[item] = key
         attrs: dict[str, object] = {}
         for col in ATTRIBUTE_COLUMNS:
-            v = _clean(row[col])
+            v: str | int | None = _clean(row[col])
             if v is None and (row[col] or "").strip():
                 report.repair(f"{col} '{row[col].strip()}' means unknown: set to null")
             if col == "year" and v is not None:
@@ -235,7 +235,7 @@ def import_fashion_products(
         )
         products = products.with_columns(pl.Series("image", image_col, dtype=pl.Utf8))
         w.write_table("products", products)
-        if queries is not None:
+        if queries is not None and qrels is not None:  # derived together
             w.write_table("queries", queries)
             w.write_table("qrels", qrels)
     report.notes.append(size_note(dict(sizes)))

@@ -146,8 +146,8 @@ def _attribute_table(products: pl.DataFrame, cfg: DerivedQueryConfig) -> tuple[p
             if k == cfg.type_from:
                 continue
             # numbers (years, prices) make poor query words: keep string values only
-            present = [_clean(p[k], missing) for p in parsed if isinstance(p.get(k), str)]
-            present = [v for v in present if v is not None]
+            cleaned = [_clean(p[k], missing) for p in parsed if isinstance(p.get(k), str)]
+            present = [v for v in cleaned if v is not None]
             distinct = set(present)
             if len(present) >= 0.5 * len(parsed) and 2 <= len(distinct) <= 64 and max(map(len, distinct)) <= 30:
                 keys.append(k)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -56,7 +57,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -247,7 +248,7 @@ class _Source:
             raise CatalogError(f"{self.name}: no columns; expected a header line naming the columns")
 
 
-def _open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+def _open_binary(path: Path) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:
     """(the file, the stream to read): a .gz file is decompressed on the fly; progress reads the file."""
     raw = open(path, "rb")  # noqa: SIM115 (closed by the caller)
     return raw, (gzip.GzipFile(fileobj=raw) if path.suffix.lower() == ".gz" else raw)
@@ -512,6 +513,13 @@ class Binding:
     def column(self) -> str | None:
         return self.columns[0] if self.columns else None
 
+    @property
+    def column_name(self) -> str:
+        """`column` where the field has one: a required field, or after checking `columns`."""
+        if not self.columns:
+            raise CatalogError(f"no column is bound to this field ({self.note or 'unmapped'})")
+        return self.columns[0]
+
     def describe(self) -> str:
         if not self.columns:
             return f"(no column: {self.note})" if self.note else "(no column)"
@@ -580,6 +588,7 @@ class TablePlan:
 
 
 def _guess_list(table: str, name: str, products_id: str | None) -> tuple[str, ...]:
+    base: tuple[str, ...]
     if table == "qrels" and name == "item_id":
         base = _QREL_ITEMS
     elif table == "qrels" and name == "query_id":
@@ -745,13 +754,13 @@ def _category(frame: pl.DataFrame, binding: Binding, where: str, tally: _Tally, 
     if not binding.columns:
         return pl.Series("category", ["unknown"] * n, dtype=pl.Utf8)
     level = pl.element().cast(pl.Utf8).str.strip_chars()
-    if len(binding.columns) == 1 and isinstance(frame.schema[binding.column], pl.List):
-        levels = frame.get_column(binding.column).list.eval(level)
+    if len(binding.columns) == 1 and isinstance(frame.schema[binding.column_name], pl.List):
+        levels = frame.get_column(binding.column_name).list.eval(level)
         slash = levels.list.eval(pl.element().str.contains("/", literal=True)).list.any().fill_null(False)
         tally.repair(where, binding.column, "'/' inside a category level replaced by '-'", _rows(slash, rows))
         levels = levels.list.eval(pl.element().str.replace_all("/", "-", literal=True))
     elif len(binding.columns) == 1:
-        text = _text(frame.get_column(binding.column), where)
+        text = _text(frame.get_column(binding.column_name), where)
         arrows = (text.str.contains(">", literal=True) & ~text.str.contains("/", literal=True)).fill_null(False)
         tally.repair(where, binding.column, "category path 'a > b' written as 'a/b'", _rows(arrows, rows))
         text = pl.select(pl.when(arrows).then(text.str.replace_all(r"\s*>\s*", "/")).otherwise(text)).to_series()
@@ -983,8 +992,8 @@ class _Importer:
 
     def _products(self, raw: pl.DataFrame, plan: TablePlan, where: str, rows: pl.Series) -> pl.DataFrame:
         b = plan.bindings
-        ids = _text(raw.get_column(b["item_id"].column), where)
-        keep = self._ids(ids, where, rows, self.items, "item_id", b["item_id"].column)
+        ids = _text(raw.get_column(b["item_id"].column_name), where)
+        keep = self._ids(ids, where, rows, self.items, "item_id", b["item_id"].column_name)
         raw, ids, rows = raw.filter(keep), ids.filter(keep), rows.filter(keep)
         n = raw.height
         category = _category(raw, b["category"], where, self.tally, rows)
@@ -1006,8 +1015,8 @@ class _Importer:
         brand = text("brand")
         price = pl.Series([None] * n, dtype=pl.Float64)
         if b["price"].columns:
-            price, not_number = _numbers(raw.get_column(b["price"].column), where)
-            values = raw.get_column(b["price"].column).filter(not_number).to_list()
+            price, not_number = _numbers(raw.get_column(b["price"].column_name), where)
+            values = raw.get_column(b["price"].column_name).filter(not_number).to_list()
             self.tally.repair(where, b["price"].column, "price not a number: set to null", _rows(not_number, rows), values)
             bad = ((price < 0) | ~price.is_finite()).fill_null(False)
             self.tally.repair(where, b["price"].column, "price negative or not finite: set to null",
@@ -1032,18 +1041,18 @@ class _Importer:
                       where: str, folder: str) -> pl.Series:
         if not binding.columns:
             return pl.Series(kind, [None] * raw.height, dtype=pl.Utf8)
-        values = _text(raw.get_column(binding.column), where).to_list()
-        column = self.media.column(kind, ids.to_list(), values, rows.to_list(), where, binding.column, folder)
+        values = _text(raw.get_column(binding.column_name), where).to_list()
+        column = self.media.column(kind, ids.to_list(), values, rows.to_list(), where, binding.column_name, folder)
         return pl.Series(kind, column, dtype=pl.Utf8)
 
     def _interactions(self, raw: pl.DataFrame, plan: TablePlan, where: str, rows: pl.Series) -> pl.DataFrame:
         b = plan.bindings
-        users = _text(raw.get_column(b["user_id"].column), where)
-        items = _text(raw.get_column(b["item_id"].column), where)
-        times = _timestamps(raw.get_column(b["timestamp"].column), where)
-        source_time = raw.get_column(b["timestamp"].column)
+        users = _text(raw.get_column(b["user_id"].column_name), where)
+        items = _text(raw.get_column(b["item_id"].column_name), where)
+        times = _timestamps(raw.get_column(b["timestamp"].column_name), where)
+        source_time = raw.get_column(b["timestamp"].column_name)
         if b["event"].columns:
-            names = _text(raw.get_column(b["event"].column), where).str.to_lowercase().str.replace_all(r"[\s-]+", "_")
+            names = _text(raw.get_column(b["event"].column_name), where).str.to_lowercase().str.replace_all(r"[\s-]+", "_")
             events = names.replace_strict(EVENT_SYNONYMS, default=None, return_dtype=pl.Utf8)
             renamed = (events.is_not_null() & (events != names)).fill_null(False)
             for name in sorted(set(names.filter(renamed).to_list())):
@@ -1083,22 +1092,22 @@ class _Importer:
         dropped = dropped | unknown
         value = pl.Series([None] * raw.height, dtype=pl.Float64)
         if b["value"].columns:
-            value, not_number = _numbers(raw.get_column(b["value"].column), where)
+            value, not_number = _numbers(raw.get_column(b["value"].column_name), where)
             bad = (not_number | ~value.is_finite().fill_null(True)) & ~dropped
             self.tally.repair(where, b["value"].column, "value not a finite number: set to null", _rows(bad, rows),
-                              raw.get_column(b["value"].column).filter(bad).to_list())
+                              raw.get_column(b["value"].column_name).filter(bad).to_list())
             value = value.zip_with(~bad, pl.Series([None] * raw.height, dtype=pl.Float64))
         return pl.DataFrame({"user_id": users, "item_id": items, "timestamp": times, "event": events,
                              "value": value}).filter(~dropped)
 
     def _queries(self, raw: pl.DataFrame, plan: TablePlan, where: str, rows: pl.Series) -> pl.DataFrame:
         b = plan.bindings
-        text = _text(raw.get_column(b["text"].column), where)
+        text = _text(raw.get_column(b["text"].column_name), where)
         no_text = _blank(text)
         self.tally.drop(where, b["text"].column, "query text missing: row dropped", _rows(no_text, rows))
         raw, text, rows = raw.filter(~no_text), text.filter(~no_text), rows.filter(~no_text)
-        ids = _text(raw.get_column(b["query_id"].column), where)
-        keep = self._ids(ids, where, rows, self.queries, "query_id", b["query_id"].column)
+        ids = _text(raw.get_column(b["query_id"].column_name), where)
+        keep = self._ids(ids, where, rows, self.queries, "query_id", b["query_id"].column_name)
         raw, ids, text, rows = raw.filter(keep), ids.filter(keep), text.filter(keep), rows.filter(keep)
         user = b["user_id"].column
         users = _text(raw.get_column(user), where) if user else pl.Series([None] * raw.height, dtype=pl.Utf8)
@@ -1112,10 +1121,10 @@ class _Importer:
 
     def _qrels(self, raw: pl.DataFrame, plan: TablePlan, where: str, rows: pl.Series) -> pl.DataFrame:
         b = plan.bindings
-        qids = _text(raw.get_column(b["query_id"].column), where)
-        items = _text(raw.get_column(b["item_id"].column), where)
+        qids = _text(raw.get_column(b["query_id"].column_name), where)
+        items = _text(raw.get_column(b["item_id"].column_name), where)
         if b["relevance"].columns:
-            source = raw.get_column(b["relevance"].column)
+            source = raw.get_column(b["relevance"].column_name)
             rel, _ = _numbers(source, where)
         else:
             source = rel = pl.Series([1.0] * raw.height, dtype=pl.Float64)
