@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import EvaluationError
+from workbench.files import read_json_object
 from workbench.report.deterministic_json import to_jsonable
 
 __all__ = ["data_fingerprint"]
@@ -25,28 +25,10 @@ def data_fingerprint(catalog_dir: str | Path | None) -> dict[str, Any]:
     path = Path(catalog_dir) / "manifest.json"
     if not path.is_file():
         raise EvaluationError(f"{path}: catalog manifest not found; expected a catalog folder")
-    manifest = json.loads(path.read_text())
-    keep = {}
-    for key in (
-        "name",
-        "schema_version",
-        "source",
-        "licence",
-        "counts",
-        "tables",
-        "sha256",
-        "seed",
-    ):
-        if key in manifest:
-            keep[key] = manifest[key]
-    tables = manifest.get("tables")
-    if isinstance(tables, Mapping):
-        keep["tables"] = {
-            name: {k: v for k, v in info.items() if k in ("sha256", "rows", "bytes")}
-            if isinstance(info, Mapping)
-            else info
-            for name, info in tables.items()
-        }
+    manifest = read_json_object(path, "the catalog manifest", EvaluationError)
+    # What CatalogWriter records of the data itself (the media have their own digest in run.json).
+    keep = {key: manifest[key] for key in ("name", "schema_version", "source", "licence", "counts", "sha256")
+            if key in manifest}
     digest = hashlib.sha256(json.dumps(to_jsonable(keep), sort_keys=True).encode()).hexdigest()
     keep["fingerprint"] = digest
     return keep
