@@ -27,7 +27,7 @@ def data_fingerprint(catalog_dir: str | Path | None) -> dict[str, Any]:
         raise EvaluationError(f"{path}: catalog manifest not found; expected a catalog folder")
     manifest = read_json_object(path, "the catalog manifest", EvaluationError)
     # What CatalogWriter records of the data itself (the media have their own digest in run.json).
-    keep = {key: manifest[key] for key in ("name", "schema_version", "source", "licence", "counts", "sha256")
+    keep: dict[str, Any] = {key: manifest[key] for key in ("name", "schema_version", "source", "licence", "counts", "sha256")
             if key in manifest}
     digest = hashlib.sha256(json.dumps(to_jsonable(keep), sort_keys=True).encode()).hexdigest()
     keep["fingerprint"] = digest
