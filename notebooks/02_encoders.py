@@ -83,12 +83,11 @@ from workbench.encoders.alignment import AlignmentConfig
 from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
 from workbench.encoders.recipes import TowerTraining, train_towers
 from workbench.metrics import relevance_matrix
-from workbench.notebook import stage_folder, stop_here
+from workbench.notebook import begin_stage, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
-pl.Config.set_tbl_rows(20)
-report_dir = stage_folder(REPORT_DIR, "02_encoders")
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "02_encoders", table_rows=20).report_dir
 if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally wrote it
     from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 

@@ -58,10 +58,10 @@ from workbench.encoders.spoken_digits import (
     spoken_digit_retrieval,
 )
 from workbench.media import load_audio
-from workbench.notebook import stage_folder
+from workbench.notebook import begin_stage
 from workbench.train import TrainConfig
 
-report_dir = stage_folder(REPORT_DIR, "02b_audio_real")
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "02b_audio_real").report_dir
 HAVE_FSDD = (Path(FSDD_DIR) / "recordings").is_dir()
 if not torch.cuda.is_available():
     torch.set_num_threads(1)  # intra-op threads spin on small shared CPUs; one is faster and deterministic

@@ -82,7 +82,6 @@ from workbench.encoders.analysis import ablation, explain, rank_items, subset_ve
 from workbench.encoders.fusion import fixed_weight_fusion
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate import slices
-from workbench.metrics import relevance_matrix
 from workbench.evaluate.search import (
     CandidateSettings,
     LexicalSystem,
@@ -91,19 +90,17 @@ from workbench.evaluate.search import (
     select_system,
 )
 from workbench.lexical import BM25Config, BM25Index
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.metrics import relevance_matrix
+from workbench.notebook import begin_stage, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
-pl.Config.set_tbl_rows(20)
-report_dir = stage_folder(REPORT_DIR, "03_fusion")
 work = Path(WORK_DIR)
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "03_fusion", needs="towers", table_rows=20).report_dir
+
+# %%
 cat = read_catalog(CATALOG_DIR)
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 trained no towers ({why})", report_dir)
-elif not (work / "encoders" / "model.safetensors").exists():
-    stop_here(f"{work / 'encoders'}: no trained towers; run notebook 02_encoders first", report_dir)
-elif len(cat.modalities) < 2:
+if len(cat.modalities) < 2:
     stop_here(f"only {cat.modalities[0]} in this catalog: there is nothing to fuse; "
               "`items.parquet` keeps notebook 02's vectors", report_dir)
 

@@ -75,15 +75,20 @@ import torch
 from workbench.catalog import read_catalog, read_truth, write_json_atomic
 from workbench.catalog.profiling import has_rows
 from workbench.catalog.splits import cold_items_split, leave_last_out
-from workbench.evaluate.rankers import epoch_evaluator, evaluate_ranker, oracle_metrics, ordered_apart
+from workbench.evaluate.rankers import (
+    epoch_evaluator,
+    evaluate_ranker,
+    oracle_metrics,
+    ordered_apart,
+)
 from workbench.experiments import rankers as ex
-from workbench.notebook import stage_folder, stop_here
+from workbench.notebook import begin_stage, stop_here
 from workbench.rankers import PopularityRanker, item_content, save_rankers
 from workbench.rankers.features import load_content_embeddings
 from workbench.report import data_fingerprint
 
 torch.set_num_threads(TORCH_THREADS)
-report_dir = stage_folder(REPORT_DIR, "05_rankers")
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "05_rankers").report_dir
 
 # %% [markdown]
 # ## The catalog and a leave-last-out split

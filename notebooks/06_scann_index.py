@@ -70,18 +70,12 @@ from workbench.index import (
     sweep,
     sweep_claims,
 )
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.notebook import begin_stage
 
-pl.Config.set_tbl_rows(40)
-pl.Config.set_tbl_cols(12)
-pl.Config.set_tbl_width_chars(160)
-report_dir = stage_folder(REPORT_DIR, "06_scann_index")
 index_dir = Path(WORK_DIR) / "index"
-emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
-elif not emb_path.is_file():
-    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
+stage = begin_stage(REPORT_DIR, WORK_DIR, "06_scann_index", needs="embeddings",
+                    table_rows=40, table_cols=12, table_width=160)
+report_dir = stage.report_dir
 
 # %% [markdown]
 # ## The fused item vectors and the queries
