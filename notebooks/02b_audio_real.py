@@ -42,6 +42,7 @@ SEED = 0
 MAX_TRAIN_PER_DIGIT_SPEAKER = {"ci": 16, "full": None}[PROFILE]  # None: all 50 takes
 EPOCHS = {"ci": 6, "full": 15}[PROFILE]
 BATCH_SIZE = {"ci": 32, "full": 64}[PROFILE]
+LR = 5e-3
 
 # %%
 import json
@@ -103,7 +104,7 @@ if HAVE_FSDD:
     config = SpokenDigitConfig(
         test_speaker=TEST_SPEAKER,
         max_train_per_digit_speaker=MAX_TRAIN_PER_DIGIT_SPEAKER,
-        train=TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr=5e-3, seed=SEED, num_workers=0, progress=True),
+        train=TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED, num_workers=0, progress=True),
     )
     result = spoken_digit_retrieval(FSDD_DIR, config)
 

@@ -51,8 +51,12 @@ REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 FUSION_EPOCHS = {"ci": 12, "full": 30}[PROFILE]
 HIDDEN = {"ci": 128, "full": 512}[PROFILE]
+FUSION_BATCH_SIZE = 256
+FUSION_LR = 3e-3
+MODALITY_DROPOUT = 0.2  # chance of hiding a modality in training, so every subset is seen
 N_BOOTSTRAP = {"ci": 2000, "full": 10000}[PROFILE]
-N_EXPLAINED = 3
+N_EXPLAINED = 3  # test queries whose top results are explained
+N_EXPLAINED_HITS = 5  # results shown per explained query
 LATE_FUSION_STEP = 0.25  # grid step of the late-fusion weights (searched on validation)
 HYBRID_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # BM25's share in the convex hybrid
 DEFAULT_SYSTEM = "text"  # taken when the validation split is too small to choose from
@@ -148,8 +152,8 @@ validation, test = (rows["validation"], rel["validation"]), (rows["test"], rel["
 fusions, histories = {}, {}
 for strategy in STRATEGIES:
     cfg = FusionTraining(
-        fusion=FusionConfig(strategy=strategy, d=encoder.d, modalities=modalities, hidden=HIDDEN, modality_dropout=0.2),
-        train=TrainConfig(epochs=FUSION_EPOCHS, batch_size=256, lr=3e-3, seed=SEED),
+        fusion=FusionConfig(strategy=strategy, d=encoder.d, modalities=modalities, hidden=HIDDEN, modality_dropout=MODALITY_DROPOUT),
+        train=TrainConfig(epochs=FUSION_EPOCHS, batch_size=FUSION_BATCH_SIZE, lr=FUSION_LR, seed=SEED),
     )
     fusions[strategy], histories[strategy] = train_fusion(emb, masks, pairs["train"], cfg, progress=False)
 curves = pl.DataFrame([{"strategy": s, "epoch": h["epoch"], "loss": h["loss"]} for s, hist in histories.items() for h in hist])
@@ -300,7 +304,7 @@ fused_vec, ok = subset_vectors(items, masks, modalities, kept)
 with torch.inference_mode():
     item_weights = kept(items, masks).weights
 why = explain(item_weights, modalities)
-top = rank_items(emb["query"][rows["test"][:N_EXPLAINED]], fused_vec, ok, k=5)
+top = rank_items(emb["query"][rows["test"][:N_EXPLAINED]], fused_vec, ok, k=N_EXPLAINED_HITS)
 relevant = rel["test"][:N_EXPLAINED].toarray()
 for j in range(min(N_EXPLAINED, len(rows["test"]))):
     print(f"query: {tensors.query_texts[rows['test'][j]]!r}")

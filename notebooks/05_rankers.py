@@ -62,6 +62,8 @@ ML_SEEDS = {"ci": [42], "full": [42, 43, 44]}[PROFILE]
 ML_BUDGET = {"ci": {"popularity": 1, "ease": 3}, "full": {"popularity": 1, "ease": 25, "itemknn": 25, "bpr": 8}}[PROFILE]
 ML_FIXED = {"ci": {}, "full": {"bpr": {"dim": 256, "epochs": 60, "n_negatives": 4}}}[PROFILE]
 TORCH_THREADS = {"ci": 1, "full": os.cpu_count() or 1}[PROFILE]  # tiny models on shared cores: 1
+# items, users, queries of the synthetic catalog generated when CATALOG_DIR has none (notebook 01's sizes)
+SYNTHETIC_SIZES = {"ci": (1000, 300, 1000), "full": (20000, 5000, 2000)}[PROFILE]
 
 # %%
 # ruff: noqa: E402, B007, B018
@@ -102,7 +104,7 @@ report_dir = begin_stage(REPORT_DIR, WORK_DIR, "05_rankers").report_dir
 if not Path(CATALOG_DIR, "manifest.json").exists():  # notebook 01 normally generated it
     from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 
-    n_items, n_users, n_queries = {"ci": (1000, 300, 1000), "full": (20000, 5000, 2000)}[PROFILE]
+    n_items, n_users, n_queries = SYNTHETIC_SIZES
     generate_synthetic(CATALOG_DIR, SyntheticConfig(n_items=n_items, n_users=n_users, n_queries=n_queries,
                                                     seed=SEED), progress=False)
 cat = read_catalog(CATALOG_DIR)
