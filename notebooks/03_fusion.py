@@ -82,7 +82,13 @@ from workbench.encoders import (
     query_item_pairs,
     save_fusion,
 )
-from workbench.encoders.analysis import ablation, explain, rank_items, subset_vectors
+from workbench.encoders.analysis import (
+    ablation,
+    explain,
+    modality_weights,
+    rank_items,
+    subset_vectors,
+)
 from workbench.encoders.fusion import fixed_weight_fusion
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate import slices
@@ -259,14 +265,7 @@ with pl.Config(fmt_str_lengths=80, tbl_width_chars=200, fmt_table_cell_list_len=
 # the average per-product weight (gated attention, concat+MLP explanation).
 
 # %%
-weight_rows = [{"fusion": "weighted_mean", "modality": m, "weight": w} for m, w in fusions["weighted_mean"].global_weights().items()]
-for s in ("gated_attention", "concat_mlp"):
-    with torch.inference_mode():
-        w = fusions[s](items, masks).weights
-    present = torch.stack([masks[m] for m in modalities], 1).float()
-    mean_w = (w * present).sum(0) / present.sum(0)
-    weight_rows += [{"fusion": s, "modality": m, "weight": float(mean_w[j])} for j, m in enumerate(modalities)]
-weights = pl.DataFrame(weight_rows)
+weights = modality_weights(fusions, items, masks, modalities)
 print(weights.with_columns(pl.col("weight").round(3)).pivot(on="modality", index="fusion", values="weight"))
 px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title="Modality weights", template="plotly_white").show()
 

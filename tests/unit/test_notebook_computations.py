@@ -28,3 +28,27 @@ def test_tuning_queries_sample_at_most_every_item_and_draw_their_noise_from_rng(
     noise = 0.05 * again.standard_normal((4, 4)).astype(np.float32)
     np.testing.assert_allclose(queries, vectors[pick] + noise, rtol=1e-6)
     assert rng.integers(1000) == again.integers(1000)  # the caller's generator moved on exactly as before
+
+
+def test_modality_weights_global_for_the_weighted_mean_and_averaged_over_present_products():
+    import torch
+
+    from workbench.encoders.analysis import modality_weights
+    from workbench.encoders.fusion import FusionConfig, FusionOutput, make_fusion
+
+    modalities = ("text", "image")
+    mean = make_fusion(FusionConfig(strategy="weighted_mean", d=4, modalities=modalities))
+    with torch.no_grad():
+        mean.logits.copy_(torch.log(torch.tensor([3.0, 1.0])))
+
+    def per_product(items, masks):  # product 0 has both modalities, product 1 only text
+        return FusionOutput(torch.zeros(2, 4), torch.tensor([[0.2, 0.8], [1.0, 0.0]]))
+
+    items = {m: torch.ones(2, 4) for m in modalities}
+    masks = {"text": torch.tensor([True, True]), "image": torch.tensor([True, False])}
+    table = modality_weights({"weighted_mean": mean, "gated": per_product}, items, masks, modalities)
+    got = {(r["fusion"], r["modality"]): round(r["weight"], 6) for r in table.iter_rows(named=True)}
+    assert list(table["fusion"]) == ["weighted_mean", "weighted_mean", "gated", "gated"]
+    # image: only product 0 has it, so its mean is 0.8, not (0.8 + 0) / 2
+    assert got == {("weighted_mean", "text"): 0.75, ("weighted_mean", "image"): 0.25,
+                   ("gated", "text"): 0.6, ("gated", "image"): 0.8}

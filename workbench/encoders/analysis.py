@@ -119,3 +119,26 @@ def loss_curves_figure(history: Sequence[Mapping[str, float]], title: str = "Ali
 
     return px.line(history_frame(history), x="epoch", y="value", color="term", markers=True,
                    title=title, template="plotly_white", labels={"value": "InfoNCE loss"})
+
+
+def modality_weights(fusions: Mapping[str, Fusion], items: Mapping[str, torch.Tensor],
+                     masks: Mapping[str, torch.Tensor], modalities: Sequence[str]) -> pl.DataFrame:
+    """How much each fusion leans on each modality: one row per (fusion, modality), `weight`.
+
+    A fusion with global weights (the weighted mean) gives them, as for a product with
+    every modality; the others weigh each product's modalities themselves, so theirs is
+    the mean per-product weight over the products that have that modality. Rows follow
+    the order of `fusions`.
+    """
+    rows = []
+    present = torch.stack([masks[m] for m in modalities], 1).float()
+    for name, fusion in fusions.items():
+        global_weights = getattr(fusion, "global_weights", None)
+        if global_weights is not None:
+            rows += [{"fusion": name, "modality": m, "weight": w} for m, w in global_weights().items()]
+            continue
+        with torch.inference_mode():
+            per_product = fusion(dict(items), dict(masks)).weights
+        mean = (per_product * present).sum(0) / present.sum(0)
+        rows += [{"fusion": name, "modality": m, "weight": float(mean[j])} for j, m in enumerate(modalities)]
+    return pl.DataFrame(rows)
