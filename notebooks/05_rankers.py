@@ -85,7 +85,7 @@ from workbench.evaluate.rankers import (
 )
 from workbench.experiments import rankers as ex
 from workbench.notebook import begin_stage, stop_here
-from workbench.rankers import PopularityRanker, item_content, save_rankers
+from workbench.rankers import item_content, save_rankers
 from workbench.rankers.features import load_content_embeddings
 from workbench.report import data_fingerprint
 
@@ -160,8 +160,7 @@ ex.tuned_table(tuned)
 
 # %%
 curve = epoch_evaluator(split.test, k=K)
-rankers = {"popularity": PopularityRanker().fit(split.train, item_ids),
-           **ex.fit_rankers(tuned, split.train, item_ids, item_embeddings=content, seed=SEED, eval_fn=curve)}
+rankers = ex.fit_with_popularity(tuned, split.train, item_ids, item_embeddings=content, seed=SEED, eval_fn=curve)
 
 # %% [markdown]
 # ## Save the rankers for notebook 07
@@ -291,8 +290,7 @@ print(f"cold items {cold.report.cold_test_items} (every one of their {cold.repor
       f"held out), training rows {cold.report.n_train}, cold users {cold.report.cold_test_users}")
 
 # %%
-cold_rankers = {"popularity": PopularityRanker().fit(cold.train, item_ids),
-                **ex.fit_rankers(tuned, cold.train, item_ids, item_embeddings=content, seed=SEED)}
+cold_rankers = ex.fit_with_popularity(tuned, cold.train, item_ids, item_embeddings=content, seed=SEED)
 cold_table = ex.cold_start_table(cold_rankers, cold, k=K)
 cold_table
 
@@ -351,16 +349,10 @@ display_table
 # MovieLens section ran.
 
 # %%
-def means(names):
-    return {n: {f"{m}@{K}": round(float(np.nanmean(per_user[n][f"{m}@{K}"])), 4)
-                for m in ("ndcg", "recall", "mrr")} for n in names if n in per_user}
-
-
-metrics = {"catalog": means(("popularity", "bpr", "sequential", "oracle")), "baselines": means(("ease", "itemknn")),
+metrics = {"catalog": ex.mean_metrics(per_user, ("popularity", "bpr", "sequential", "oracle"), k=K),
+           "baselines": ex.mean_metrics(per_user, ("ease", "itemknn"), k=K),
            "cold_start": {r["ranker"]: {f"recall@{K}": round(r[f"recall@{K}"], 4)} for r in cold_table.to_dicts()}}
 if ml_rows:
-    ml_means = pl.DataFrame([{k: v for k, v in r.items() if k != "params"} for r in ml_rows]).group_by("ranker")
-    metrics["movielens"] = {r["ranker"]: {k: round(v, 4) for k, v in r.items() if k not in ("ranker", "seed")}
-                            for r in ml_means.agg(pl.exclude("seed").mean()).sort("ranker").to_dicts()}
+    metrics["movielens"] = ex.movielens_means(ml_rows)
 write_json_atomic(report_dir / "metrics.json", metrics)
 print(json.dumps(metrics["catalog"], sort_keys=True))

@@ -52,3 +52,36 @@ def test_modality_weights_global_for_the_weighted_mean_and_averaged_over_present
     # image: only product 0 has it, so its mean is 0.8, not (0.8 + 0) / 2
     assert got == {("weighted_mean", "text"): 0.75, ("weighted_mean", "image"): 0.25,
                    ("gated", "text"): 0.6, ("gated", "image"): 0.8}
+
+
+def test_mean_metrics_skip_nan_users_and_rankers_not_evaluated():
+    from workbench.experiments.rankers import mean_metrics
+
+    per_user = {"bpr": {"ndcg@10": np.array([0.5, np.nan, 0.2]), "recall@10": np.array([1.0, 0.0, 0.0])}}
+    assert mean_metrics(per_user, ("oracle", "bpr"), k=10, metrics=("ndcg", "recall")) == {
+        "bpr": {"ndcg@10": 0.35, "recall@10": 0.3333}}
+
+
+def test_movielens_means_average_over_seeds_per_ranker_without_params():
+    from workbench.experiments.rankers import movielens_means
+
+    rows = [{"ranker": "ease", "seed": 42, "map": 0.1, "params": {"l2": 1.0}},
+            {"ranker": "ease", "seed": 43, "map": 0.2, "params": {"l2": 2.0}},
+            {"ranker": "bpr", "seed": 42, "map": 0.05, "params": {}}]
+    assert movielens_means(rows) == {"bpr": {"map": 0.05}, "ease": {"map": 0.15}}
+
+
+def test_fit_with_popularity_puts_popularity_first_and_fits_it_on_train():
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from workbench.experiments.rankers import fit_with_popularity
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    train = pl.DataFrame({"user_id": ["u0", "u1", "u1", "u2"], "item_id": ["b", "b", "a", "b"],
+                          "timestamp": [t0] * 4})
+    rankers = fit_with_popularity({}, train, ["a", "b", "c"])
+    assert list(rankers) == ["popularity"]
+    # b has 3 interactions, a 1, c none: that order for a user nobody has seen
+    np.testing.assert_array_equal(rankers["popularity"].score(["u9"], ["a", "b", "c"]).argsort()[0][::-1], [1, 0, 2])
