@@ -67,7 +67,7 @@ from IPython.display import HTML, display
 
 from workbench.catalog import read_catalog
 from workbench.catalog.profiling import has_rows
-from workbench.experiments.system_run import SystemRunConfig, evaluate_system
+from workbench.experiments.system_run import SystemRunConfig, evaluate_system, headline_metrics
 from workbench.notebook import begin_stage, stop_here
 from workbench.report import to_jsonable, write_json, write_report
 
@@ -252,16 +252,7 @@ display(HTML(f"<p>Report: <code>{index_html.resolve()}</code></p>"))
 # difference in nDCG@K and its interval) and the modality `wins`.
 
 # %%
-metrics = {
-    task: {
-        **{stage: {r["metric"]: r["mean"] for r in headline.filter((pl.col("task") == task)
-                                                                   & (pl.col("stage") == stage)).to_dicts()}
-           for stage in ("retrieval", "reranked")},
-        "reranking_gain": {k: round(res.comparison[k], 3) for k in ("diff", "low", "high")},
-    }
-    for task, res in sorted(run.tasks.items())
-}
-metrics["modality_wins"] = run.modality_summary.get("wins", {})
+metrics = headline_metrics(run, headline)
 write_json(report_dir / "metrics.json", metrics, digits=3)
 print(json.dumps(to_jsonable(metrics, digits=3), indent=1, sort_keys=True))
 

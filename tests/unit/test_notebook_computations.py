@@ -85,3 +85,23 @@ def test_fit_with_popularity_puts_popularity_first_and_fits_it_on_train():
     assert list(rankers) == ["popularity"]
     # b has 3 interactions, a 1, c none: that order for a user nobody has seen
     np.testing.assert_array_equal(rankers["popularity"].score(["u9"], ["a", "b", "c"]).argsort()[0][::-1], [1, 0, 2])
+
+
+def test_headline_metrics_group_each_task_by_stage_with_the_rounded_gain():
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from workbench.experiments.system_run import SystemRun, SystemRunConfig, headline_metrics
+
+    headline = pl.DataFrame({"task": ["queries", "queries", "next_item", "next_item"],
+                             "stage": ["retrieval", "reranked", "retrieval", "reranked"],
+                             "metric": ["ndcg@10"] * 4, "mean": [0.5, 0.6, 0.1, 0.2]})
+    tasks = {"queries": SimpleNamespace(comparison={"diff": 0.12345, "low": 0.01, "high": 0.2, "p": 0.01}),
+             "next_item": SimpleNamespace(comparison={"diff": -0.0004, "low": -0.1, "high": 0.1})}
+    run = SystemRun(SystemRunConfig(), tasks, {}, None, {"wins": {"fused": 3}}, "saved")
+    metrics = headline_metrics(run, headline)
+    assert list(metrics) == ["next_item", "queries", "modality_wins"]
+    assert metrics["queries"] == {"retrieval": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": 0.6},
+                                  "reranking_gain": {"diff": 0.123, "low": 0.01, "high": 0.2}}
+    assert metrics["next_item"]["reranking_gain"]["diff"] == -0.0 and metrics["modality_wins"] == {"fused": 3}
