@@ -129,8 +129,8 @@ if HAVE_FSDD:
 # The untrained tower is already above chance (random convolutions over a log-mel
 # spectrogram keep some of its shape), and training lifts it further: the tower
 # learns what distinguishes spoken digits, for a voice it never heard. With one
-# held-out speaker and a short ci training the gain is a few points and varies with
-# the speaker; the claim checked above is the robust one (far above chance).
+# held-out speaker and a short ci training the gain (the two recalls printed above)
+# is small and varies with the speaker; the claim checked above is the robust one (far above chance).
 
 # %%
 metrics = {"fsdd_available": HAVE_FSDD}

@@ -295,7 +295,7 @@ print(search_spec)
 
 # %% [markdown]
 # ## A few explained results
-# For some test queries: the top 5 products of the kept item vectors and the
+# For `N_EXPLAINED` test queries: the top `N_EXPLAINED_HITS` products of the kept item vectors and the
 # modality each product's fused vector leans on.
 
 # %%

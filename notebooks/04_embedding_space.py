@@ -95,8 +95,8 @@ print(sorted(labels.columns))
 # %% [markdown]
 # ## UMAP maps
 # Seeded, single-threaded UMAP (identical layouts run to run). The first run in a
-# fresh checkout compiles UMAP's numba code (about half a minute); the compiled code
-# is cached in `.cache/numba`.
+# fresh checkout compiles UMAP's numba code first; the compiled code is cached in
+# `.cache/numba`.
 
 # %%
 coords = {}
