@@ -61,6 +61,7 @@ LATE_FUSION_STEP = 0.25  # grid step of the late-fusion weights (searched on val
 HYBRID_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # BM25's share in the convex hybrid
 DEFAULT_SYSTEM = "text"  # taken when the validation split is too small to choose from
 N_WORST = 10  # worst test queries shown with what they returned and missed
+SIGNIFICANCE = 0.05  # p-value under which a paired test counts as a difference
 
 # %%
 from pathlib import Path
@@ -211,7 +212,7 @@ px.bar(bars, x="system", y="ndcg@10", color="kind", error_y="above", error_y_min
 vs_single = selection.comparisons.get("vs best single modality")
 print("candidates:", sorted({c.kind for c in candidates}))
 print("the chosen system is not significantly worse than the best single modality on test:",
-      vs_single is None or not (vs_single.p_value < 0.05 and vs_single.high < 0))
+      vs_single is None or not (vs_single.p_value < SIGNIFICANCE and vs_single.high < 0))
 if cat.has_truth:  # attributes split across modalities: fusing them must win clearly
     print("a system combining modalities was chosen:", systems[selection.chosen].kind in ("late", "learned", "hybrid"))
     print("it beats the best single modality with a 95% interval above 0:", vs_single is not None and vs_single.low > 0)

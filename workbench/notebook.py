@@ -94,15 +94,15 @@ def stage_folder(report_dir: str | Path, stem: str) -> Path:
     return folder
 
 
-# What a stage reads from the work folder, the earlier stage that writes it, and what to say
-# when it is missing: (earlier stage, "it stopped" message, file checked, "file missing" message)
-_NEEDS = {
+# What a stage reads from the work folder: the earlier stage that writes it, what to say when
+# that stage stopped, and the file checked with what to say when it is missing (None: no file)
+_NEEDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
     "embeddings": ("02_encoders", "notebook 02 wrote no item embeddings ({why})",
-                   "embeddings/items.parquet", "{path}: no item embeddings; run notebooks 02 and 03 first"),
+                   ("embeddings/items.parquet", "{path}: no item embeddings; run notebooks 02 and 03 first")),
     "towers": ("02_encoders", "notebook 02 trained no towers ({why})",
-               "encoders/model.safetensors", "{folder}: no trained towers; run notebook 02_encoders first"),
+               ("encoders/model.safetensors", "{folder}: no trained towers; run notebook 02_encoders first")),
     "index": ("06_scann_index",
-              "no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics", None, None),
+              "no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics", None),
 }
 
 
@@ -140,12 +140,12 @@ def begin_stage(report_dir: str | Path, work_dir: str | Path, stem: str, *, need
         return stage
     if needs not in _NEEDS:
         raise ValueError(f"needs={needs!r}: expected one of {sorted(_NEEDS)} or None")
-    earlier, stopped_message, needed_file, missing_message = _NEEDS[needs]
+    earlier, stopped_message, needed_file = _NEEDS[needs]
     reason = None
     if why := skipped_stage(Path(report_dir) / earlier):
         reason = stopped_message.format(why=why)
-    elif needed_file is not None and not (path := Path(work_dir) / needed_file).is_file():
-        reason = missing_message.format(path=path, folder=path.parent)
+    elif needed_file is not None and not (path := Path(work_dir) / needed_file[0]).is_file():
+        reason = needed_file[1].format(path=path, folder=path.parent)
     if reason is not None:
         stop_here(reason, folder)
     return Stage(folder, stage.emb_path, reason)
