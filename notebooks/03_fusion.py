@@ -86,11 +86,11 @@ from workbench.encoders import (
 from workbench.encoders.analysis import (
     ablation,
     explain,
+    index_fusion,
     modality_weights,
     rank_items,
     subset_vectors,
 )
-from workbench.encoders.fusion import fixed_weight_fusion
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate import slices
 from workbench.evaluate.search import (
@@ -280,17 +280,10 @@ px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title
 
 # %%
 chosen = systems[selection.chosen]
-dense = systems[tuning[chosen.name]["dense"]] if chosen.kind == "hybrid" else chosen
-if dense.kind == "learned":
-    kept = fusions[dense.name.removeprefix("fused/")]
-elif dense.kind == "late":
-    kept = fixed_weight_fusion(dict(dense.weights), encoder.d, modalities)
-elif dense.kind == "single":
-    kept = fixed_weight_fusion({dense.name: 1.0}, encoder.d, modalities)
-else:  # BM25 alone: the index keeps the best dense system's vectors for cross-modal queries
-    kept = fusions[best_learned.removeprefix("fused/")]
+# BM25 alone: the index keeps the best learned fusion's vectors for cross-modal queries
+dense_name, kept = index_fusion(selection.chosen, systems, tuning, fusions, best_learned, encoder.d, modalities)
 search_spec = {"chosen": chosen.name, "kind": chosen.kind, "reason": selection.reason,
-               "dense": dense.name if dense.kind != "lexical" else best_learned,
+               "dense": dense_name,
                "tuning": {name: {k: v for k, v in t.items() if k != "grid"} for name, t in tuning.items()}}
 print(search_spec)
 

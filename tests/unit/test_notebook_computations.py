@@ -105,3 +105,35 @@ def test_headline_metrics_group_each_task_by_stage_with_the_rounded_gain():
     assert metrics["queries"] == {"retrieval": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": 0.6},
                                   "reranking_gain": {"diff": 0.123, "low": 0.01, "high": 0.2}}
     assert metrics["next_item"]["reranking_gain"]["diff"] == -0.0 and metrics["modality_wins"] == {"fused": 3}
+
+
+def test_index_fusion_keeps_the_dense_part_of_the_chosen_system():
+    from types import SimpleNamespace
+
+    import torch
+
+    from workbench.encoders.analysis import index_fusion
+    from workbench.encoders.fusion import FusionConfig, make_fusion
+
+    modalities = ("text", "image")
+    learned = make_fusion(FusionConfig(strategy="gated_attention", d=4, modalities=modalities))
+    systems = {"fused/gated_attention": SimpleNamespace(name="fused/gated_attention", kind="learned"),
+               "late": SimpleNamespace(name="late", kind="late", weights={"text": 0.75, "image": 0.25}),
+               "image": SimpleNamespace(name="image", kind="single"),
+               "bm25": SimpleNamespace(name="bm25", kind="lexical"),
+               "hybrid convex": SimpleNamespace(name="hybrid convex", kind="hybrid")}
+    tuning = {"hybrid convex": {"dense": "late"}}
+    fusions = {"gated_attention": learned}
+
+    def kept(name):
+        return index_fusion(name, systems, tuning, fusions, "fused/gated_attention", 4, modalities)
+
+    assert kept("fused/gated_attention") == ("fused/gated_attention", learned)
+    assert kept("bm25") == ("fused/gated_attention", learned)  # cross-modal queries still have vectors
+    name, late = kept("hybrid convex")
+    assert name == "late"
+    np.testing.assert_allclose(list(late.global_weights().values()), [0.75, 0.25], rtol=1e-5)
+    name, single = kept("image")
+    items = {m: torch.eye(4)[:1] for m in modalities}
+    both = {m: torch.tensor([True]) for m in modalities}
+    assert name == "image" and single(items, both).weights[0, 1] > 0.99

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -142,3 +143,27 @@ def modality_weights(fusions: Mapping[str, Fusion], items: Mapping[str, torch.Te
         mean = (per_product * present).sum(0) / present.sum(0)
         rows += [{"fusion": name, "modality": m, "weight": float(mean[j])} for j, m in enumerate(modalities)]
     return pl.DataFrame(rows)
+
+
+def index_fusion(chosen: str, systems: Mapping[str, Any], tuning: Mapping[str, Mapping[str, Any]],
+                 fusions: Mapping[str, Fusion], fallback: str, d: int,
+                 modalities: tuple[str, ...]) -> tuple[str, Fusion]:
+    """The dense system whose item vectors the index holds for search system `chosen`, and its fusion.
+
+    `systems` are the search candidates by name (each with `name` and `kind`, a late
+    fusion also `weights`), `tuning[name]["dense"]` a hybrid's dense part. A learned
+    fusion ("fused/<strategy>") is kept as trained; late fusion and one modality alone
+    become a weighted mean with those weights (`fixed_weight_fusion`); BM25 alone keeps
+    the `fallback` learned fusion, so cross-modal queries still have vectors to search.
+    """
+    from workbench.encoders.fusion import fixed_weight_fusion
+
+    system = systems[chosen]
+    dense = systems[tuning[system.name]["dense"]] if system.kind == "hybrid" else system
+    if dense.kind == "learned":
+        return dense.name, fusions[dense.name.removeprefix("fused/")]
+    if dense.kind == "late":
+        return dense.name, fixed_weight_fusion(dict(dense.weights), d, modalities)
+    if dense.kind == "single":
+        return dense.name, fixed_weight_fusion({dense.name: 1.0}, d, modalities)
+    return fallback, fusions[fallback.removeprefix("fused/")]
