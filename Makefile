@@ -47,7 +47,7 @@ test: $(STAMP) browser-deps lint unit
 
 ## ruff; the one-way layers of [tool.importlinter] (pyproject.toml); mypy on workbench/.
 lint: $(STAMP)
-	$(BIN)/ruff check workbench tests bench
+	$(BIN)/ruff check workbench tests bench notebooks
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy --cache-dir .cache/mypy
 

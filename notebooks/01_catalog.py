@@ -51,10 +51,9 @@ from IPython.display import HTML, Audio, display
 
 from workbench.catalog import profiling as prof
 from workbench.catalog import read_catalog, validate_catalog, write_json_atomic
-from workbench.notebook import stage_folder
+from workbench.notebook import begin_stage
 
-pl.Config.set_tbl_rows(12)
-report_dir = stage_folder(REPORT_DIR, "01_catalog")
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "01_catalog", table_rows=12).report_dir
 
 # %% [markdown]
 # ## Generate (or open) the catalog

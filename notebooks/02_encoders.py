@@ -61,6 +61,9 @@ CLAIM_MARGIN = 0.1  # a tower "reads an attribute best" only when ahead by this 
 # trained here. The towers kept for later notebooks use IMAGE_BACKBONE.
 IMAGE_BACKBONE = "pretrained"
 COMPARE_IMAGE_BACKBONES = True  # also train the other image backbone and compare image retrieval
+# items, users, queries of the synthetic catalog generated when CATALOG_DIR has none (notebook 01's sizes)
+SYNTHETIC_SIZES = {"ci": (1000, 300, 1000), "full": (20000, 5000, 2000)}[PROFILE]
+GALLERY_THUMB = 48  # pixels of the nearest-neighbour tiles
 
 # %%
 import json
@@ -83,16 +86,15 @@ from workbench.encoders.alignment import AlignmentConfig
 from workbench.encoders.analysis import ablation, loss_curves_figure, rank_items
 from workbench.encoders.recipes import TowerTraining, train_towers
 from workbench.metrics import relevance_matrix
-from workbench.notebook import stage_folder, stop_here
+from workbench.notebook import begin_stage, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
-pl.Config.set_tbl_rows(20)
-report_dir = stage_folder(REPORT_DIR, "02_encoders")
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "02_encoders", table_rows=20).report_dir
 if not (Path(CATALOG_DIR) / "manifest.json").exists():  # notebook 01 normally wrote it
     from workbench.catalog.synthetic import SyntheticConfig, generate_synthetic
 
-    n_items, n_users, n_queries = {"ci": (1000, 300, 1000), "full": (20000, 5000, 2000)}[PROFILE]
+    n_items, n_users, n_queries = SYNTHETIC_SIZES
     generate_synthetic(CATALOG_DIR, SyntheticConfig(n_items=n_items, n_users=n_users, n_queries=n_queries, seed=SEED), progress=False)
 cat = read_catalog(CATALOG_DIR)
 modalities = cat.modalities
@@ -206,7 +208,7 @@ if "image" in modalities:
     nn = rank_items(emb["image"][queries_img], emb["image"], masks["image"], k=9)  # includes itself first
     paths = cat.products.select("image").collect().get_column("image").to_list()
     tiles = [int(i) for row in nn for i in row]
-    images = [viz.image_data_uri(cat.media_path(paths[i]), size=48) for i in tiles]
+    images = [viz.image_data_uri(cat.media_path(paths[i]), size=GALLERY_THUMB) for i in tiles]
     captions = [("query: " if j % 9 == 0 else "") + caption[run.tensors.item_ids[i]] for j, i in enumerate(tiles)]
     viz.gallery_figure(images, captions, title="Query image + 8 nearest neighbours (image tower)", cols=9, size=70).show()
 

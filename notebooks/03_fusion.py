@@ -51,12 +51,17 @@ REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 FUSION_EPOCHS = {"ci": 12, "full": 30}[PROFILE]
 HIDDEN = {"ci": 128, "full": 512}[PROFILE]
+FUSION_BATCH_SIZE = 256
+FUSION_LR = 3e-3
+MODALITY_DROPOUT = 0.2  # chance of hiding a modality in training, so every subset is seen
 N_BOOTSTRAP = {"ci": 2000, "full": 10000}[PROFILE]
-N_EXPLAINED = 3
+N_EXPLAINED = 3  # test queries whose top results are explained
+N_EXPLAINED_HITS = 5  # results shown per explained query
 LATE_FUSION_STEP = 0.25  # grid step of the late-fusion weights (searched on validation)
 HYBRID_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # BM25's share in the convex hybrid
 DEFAULT_SYSTEM = "text"  # taken when the validation split is too small to choose from
 N_WORST = 10  # worst test queries shown with what they returned and missed
+SIGNIFICANCE = 0.05  # p-value under which a paired test counts as a difference
 
 # %%
 from pathlib import Path
@@ -78,11 +83,16 @@ from workbench.encoders import (
     query_item_pairs,
     save_fusion,
 )
-from workbench.encoders.analysis import ablation, explain, rank_items, subset_vectors
-from workbench.encoders.fusion import fixed_weight_fusion
+from workbench.encoders.analysis import (
+    ablation,
+    explain,
+    index_fusion,
+    modality_weights,
+    rank_items,
+    subset_vectors,
+)
 from workbench.encoders.recipes import FusionTraining, train_fusion
 from workbench.evaluate import slices
-from workbench.metrics import relevance_matrix
 from workbench.evaluate.search import (
     CandidateSettings,
     LexicalSystem,
@@ -91,19 +101,17 @@ from workbench.evaluate.search import (
     select_system,
 )
 from workbench.lexical import BM25Config, BM25Index
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.metrics import relevance_matrix
+from workbench.notebook import begin_stage, stop_here
 from workbench.train import TrainConfig
 
 torch.manual_seed(SEED)
-pl.Config.set_tbl_rows(20)
-report_dir = stage_folder(REPORT_DIR, "03_fusion")
 work = Path(WORK_DIR)
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "03_fusion", needs="towers", table_rows=20).report_dir
+
+# %%
 cat = read_catalog(CATALOG_DIR)
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 trained no towers ({why})", report_dir)
-elif not (work / "encoders" / "model.safetensors").exists():
-    stop_here(f"{work / 'encoders'}: no trained towers; run notebook 02_encoders first", report_dir)
-elif len(cat.modalities) < 2:
+if len(cat.modalities) < 2:
     stop_here(f"only {cat.modalities[0]} in this catalog: there is nothing to fuse; "
               "`items.parquet` keeps notebook 02's vectors", report_dir)
 
@@ -151,8 +159,8 @@ validation, test = (rows["validation"], rel["validation"]), (rows["test"], rel["
 fusions, histories = {}, {}
 for strategy in STRATEGIES:
     cfg = FusionTraining(
-        fusion=FusionConfig(strategy=strategy, d=encoder.d, modalities=modalities, hidden=HIDDEN, modality_dropout=0.2),
-        train=TrainConfig(epochs=FUSION_EPOCHS, batch_size=256, lr=3e-3, seed=SEED),
+        fusion=FusionConfig(strategy=strategy, d=encoder.d, modalities=modalities, hidden=HIDDEN, modality_dropout=MODALITY_DROPOUT),
+        train=TrainConfig(epochs=FUSION_EPOCHS, batch_size=FUSION_BATCH_SIZE, lr=FUSION_LR, seed=SEED),
     )
     fusions[strategy], histories[strategy] = train_fusion(emb, masks, pairs["train"], cfg, progress=False)
 curves = pl.DataFrame([{"strategy": s, "epoch": h["epoch"], "loss": h["loss"]} for s, hist in histories.items() for h in hist])
@@ -204,7 +212,7 @@ px.bar(bars, x="system", y="ndcg@10", color="kind", error_y="above", error_y_min
 vs_single = selection.comparisons.get("vs best single modality")
 print("candidates:", sorted({c.kind for c in candidates}))
 print("the chosen system is not significantly worse than the best single modality on test:",
-      vs_single is None or not (vs_single.p_value < 0.05 and vs_single.high < 0))
+      vs_single is None or not (vs_single.p_value < SIGNIFICANCE and vs_single.high < 0))
 if cat.has_truth:  # attributes split across modalities: fusing them must win clearly
     print("a system combining modalities was chosen:", systems[selection.chosen].kind in ("late", "learned", "hybrid"))
     print("it beats the best single modality with a 95% interval above 0:", vs_single is not None and vs_single.low > 0)
@@ -258,14 +266,7 @@ with pl.Config(fmt_str_lengths=80, tbl_width_chars=200, fmt_table_cell_list_len=
 # the average per-product weight (gated attention, concat+MLP explanation).
 
 # %%
-weight_rows = [{"fusion": "weighted_mean", "modality": m, "weight": w} for m, w in fusions["weighted_mean"].global_weights().items()]
-for s in ("gated_attention", "concat_mlp"):
-    with torch.inference_mode():
-        w = fusions[s](items, masks).weights
-    present = torch.stack([masks[m] for m in modalities], 1).float()
-    mean_w = (w * present).sum(0) / present.sum(0)
-    weight_rows += [{"fusion": s, "modality": m, "weight": float(mean_w[j])} for j, m in enumerate(modalities)]
-weights = pl.DataFrame(weight_rows)
+weights = modality_weights(fusions, items, masks, modalities)
 print(weights.with_columns(pl.col("weight").round(3)).pivot(on="modality", index="fusion", values="weight"))
 px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title="Modality weights", template="plotly_white").show()
 
@@ -279,23 +280,16 @@ px.bar(weights, x="fusion", y="weight", color="modality", barmode="group", title
 
 # %%
 chosen = systems[selection.chosen]
-dense = systems[tuning[chosen.name]["dense"]] if chosen.kind == "hybrid" else chosen
-if dense.kind == "learned":
-    kept = fusions[dense.name.removeprefix("fused/")]
-elif dense.kind == "late":
-    kept = fixed_weight_fusion(dict(dense.weights), encoder.d, modalities)
-elif dense.kind == "single":
-    kept = fixed_weight_fusion({dense.name: 1.0}, encoder.d, modalities)
-else:  # BM25 alone: the index keeps the best dense system's vectors for cross-modal queries
-    kept = fusions[best_learned.removeprefix("fused/")]
+# BM25 alone: the index keeps the best learned fusion's vectors for cross-modal queries
+dense_name, kept = index_fusion(selection.chosen, systems, tuning, fusions, best_learned, encoder.d, modalities)
 search_spec = {"chosen": chosen.name, "kind": chosen.kind, "reason": selection.reason,
-               "dense": dense.name if dense.kind != "lexical" else best_learned,
+               "dense": dense_name,
                "tuning": {name: {k: v for k, v in t.items() if k != "grid"} for name, t in tuning.items()}}
 print(search_spec)
 
 # %% [markdown]
 # ## A few explained results
-# For some test queries: the top 5 products of the kept item vectors and the
+# For `N_EXPLAINED` test queries: the top `N_EXPLAINED_HITS` products of the kept item vectors and the
 # modality each product's fused vector leans on.
 
 # %%
@@ -303,7 +297,7 @@ fused_vec, ok = subset_vectors(items, masks, modalities, kept)
 with torch.inference_mode():
     item_weights = kept(items, masks).weights
 why = explain(item_weights, modalities)
-top = rank_items(emb["query"][rows["test"][:N_EXPLAINED]], fused_vec, ok, k=5)
+top = rank_items(emb["query"][rows["test"][:N_EXPLAINED]], fused_vec, ok, k=N_EXPLAINED_HITS)
 relevant = rel["test"][:N_EXPLAINED].toarray()
 for j in range(min(N_EXPLAINED, len(rows["test"]))):
     print(f"query: {tensors.query_texts[rows['test'][j]]!r}")

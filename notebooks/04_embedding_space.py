@@ -46,7 +46,6 @@ THREE_D = False  # also build a 3-D map of the fused space
 
 # %%
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -55,18 +54,12 @@ from workbench import viz
 from workbench.catalog import read_catalog, write_json_atomic
 from workbench.catalog.profiling import item_labels, label_attributes
 from workbench.index import read_item_embeddings
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.notebook import begin_stage
 from workbench.progress import progress_bar
 
-pl.Config.set_tbl_rows(12)
-pl.Config.set_tbl_cols(12)
-pl.Config.set_tbl_width_chars(160)
-report_dir = stage_folder(REPORT_DIR, "04_embedding_space")
-emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
-elif not emb_path.is_file():
-    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
+stage = begin_stage(REPORT_DIR, WORK_DIR, "04_embedding_space", needs="embeddings",
+                    table_rows=12, table_cols=12, table_width=160)
+report_dir, emb_path = stage.report_dir, stage.emb_path
 
 # %% [markdown]
 # ## The spaces
@@ -102,8 +95,8 @@ print(sorted(labels.columns))
 # %% [markdown]
 # ## UMAP maps
 # Seeded, single-threaded UMAP (identical layouts run to run). The first run in a
-# fresh checkout compiles UMAP's numba code (about half a minute); the compiled code
-# is cached in `.cache/numba`.
+# fresh checkout compiles UMAP's numba code first; the compiled code is cached in
+# `.cache/numba`.
 
 # %%
 coords = {}

@@ -44,6 +44,8 @@ REORDER = [10, 20, 50, 100, 200]
 REPEATS = 3  # timed passes per setting (best is kept)
 N_SHOWN = 5  # hits shown per example query
 EXAMPLE_QUERY = "red striped wooden chair"  # the teaching example on the synthetic catalog
+ITEM_QUERY_NOISE = 0.05  # scale of the Gaussian noise added to the unit item vectors used as queries
+GALLERY_THUMB = 96  # pixels of the hit thumbnails
 
 # %%
 import json
@@ -69,19 +71,14 @@ from workbench.index import (
     search_by_text,
     sweep,
     sweep_claims,
+    tuning_queries,
 )
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.notebook import begin_stage
 
-pl.Config.set_tbl_rows(40)
-pl.Config.set_tbl_cols(12)
-pl.Config.set_tbl_width_chars(160)
-report_dir = stage_folder(REPORT_DIR, "06_scann_index")
 index_dir = Path(WORK_DIR) / "index"
-emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
-elif not emb_path.is_file():
-    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
+stage = begin_stage(REPORT_DIR, WORK_DIR, "06_scann_index", needs="embeddings",
+                    table_rows=40, table_cols=12, table_width=160)
+report_dir = stage.report_dir
 
 # %% [markdown]
 # ## The fused item vectors and the queries
@@ -101,14 +98,12 @@ if (Path(WORK_DIR) / "encoders").exists():
 
     encoder = load_encoder(Path(WORK_DIR) / "encoders")
 query_table = cat.queries.collect().sort("query_id") if has_rows(cat, "queries") else None
-rng = np.random.default_rng(SEED)
-pick = rng.choice(len(emb.item_ids), size=min(N_ITEM_QUERIES, len(emb.item_ids)), replace=False)
-noisy = emb.vectors[pick] / np.linalg.norm(emb.vectors[pick], axis=1, keepdims=True)
-queries = [noisy + 0.05 * rng.standard_normal(noisy.shape).astype(np.float32)]
+text_queries = None
 if encoder is not None and query_table is not None:
-    queries.append(encoder.encode_text(query_table["text"].to_list()).numpy())
-queries = np.concatenate(queries).astype(np.float32)
-print(f"{len(queries)} tuning queries ({'with' if len(queries) > len(pick) else 'without'} text queries)")
+    text_queries = encoder.encode_text(query_table["text"].to_list()).numpy()
+rng = np.random.default_rng(SEED)  # also picks the example product of the media queries below
+queries = tuning_queries(emb.vectors, N_ITEM_QUERIES, rng, noise=ITEM_QUERY_NOISE, text_queries=text_queries)
+print(f"{len(queries)} tuning queries ({'with' if text_queries is not None and len(text_queries) else 'without'} text queries)")
 
 # %% [markdown]
 # ## Exact search: the reference
@@ -205,7 +200,7 @@ titles = dict(zip(products["item_id"], products["title"], strict=True))
 
 def show_hits(hits):
     for (q,), g in hits.group_by("query", maintain_order=True):
-        thumbs = viz.catalog_thumbnails(cat, g["item_id"].to_list(), size=96)
+        thumbs = viz.catalog_thumbnails(cat, g["item_id"].to_list(), size=GALLERY_THUMB)
         caps = [f"{r['rank']}. {titles[r['item_id']][:22]}<br>{r['score']:.2f} · {r['leading_modality']}"
                 for r in g.iter_rows(named=True)]
         viz.gallery_figure([thumbs.get(i) for i in g["item_id"]], caps, title=f"query: {q}").show()

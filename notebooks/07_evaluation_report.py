@@ -46,6 +46,7 @@ WORK_DIR = str(default_work_dir(CATALOG_DIR))
 REPORT_DIR = str(default_report_dir(CATALOG_DIR))
 SEED = 0
 K = 10
+KS = (5, K)  # cut-offs of the reported metrics
 CANDIDATES = {"ci": 50, "full": 200}[PROFILE]  # stage-1 candidates per query
 ALPHA = 0.5  # weight of the ranker in the blended stage-2 score
 RANKER = "sequential"  # <WORK_DIR>/rankers/<RANKER> (notebook 05); fitted here only when none was saved
@@ -67,17 +68,16 @@ from IPython.display import HTML, display
 from workbench.catalog import read_catalog
 from workbench.catalog.profiling import has_rows
 from workbench.evaluate.system import SystemConfig
-from workbench.experiments.system_run import SystemRunConfig, evaluate_system
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.experiments.system_run import SystemRunConfig, evaluate_system, headline_metrics
+from workbench.notebook import begin_stage, stop_here
 from workbench.report import to_jsonable, write_json, write_report
 
-pl.Config.set_tbl_rows(60)
-report_dir = stage_folder(REPORT_DIR, "07_evaluation_report")
-pl.Config.set_tbl_hide_dataframe_shape(True)
 config = SystemRunConfig(
-    system=SystemConfig(k=K, ks=(5, K), candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED),
+    system=SystemConfig(k=K, ks=KS, candidates=CANDIDATES, alpha=ALPHA, n_resamples=N_RESAMPLES, seed=SEED),
     latency_queries=LATENCY_QUERIES, ranker=RANKER, ranker_epochs=RANKER_EPOCHS, max_users=MAX_USERS,
 )
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "07_evaluation_report", needs="index",
+                         table_rows=60, hide_table_shape=True).report_dir
 
 # %% [markdown]
 # ## Run both stages on every test query
@@ -88,10 +88,7 @@ config = SystemRunConfig(
 
 # %%
 cat = read_catalog(CATALOG_DIR)
-if why := skipped_stage(Path(REPORT_DIR) / "06_scann_index"):
-    stop_here(f"no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics",
-              report_dir)
-elif not (has_rows(cat, "qrels") or has_rows(cat, "interactions")):
+if not (has_rows(cat, "qrels") or has_rows(cat, "interactions")):
     stop_here("this catalog has neither search queries with qrels nor interactions: nothing to evaluate",
               report_dir)
 
@@ -256,16 +253,7 @@ display(HTML(f"<p>Report: <code>{index_html.resolve()}</code></p>"))
 # difference in nDCG@K and its interval) and the modality `wins`.
 
 # %%
-metrics = {
-    task: {
-        **{stage: {r["metric"]: r["mean"] for r in headline.filter((pl.col("task") == task)
-                                                                   & (pl.col("stage") == stage)).to_dicts()}
-           for stage in ("retrieval", "reranked")},
-        "reranking_gain": {k: round(res.comparison[k], 3) for k in ("diff", "low", "high")},
-    }
-    for task, res in sorted(run.tasks.items())
-}
-metrics["modality_wins"] = run.modality_summary.get("wins", {})
+metrics = headline_metrics(run, headline)
 write_json(report_dir / "metrics.json", metrics, digits=3)
 print(json.dumps(to_jsonable(metrics, digits=3), indent=1, sort_keys=True))
 

@@ -50,21 +50,15 @@ EXAMPLE_QUERY = "red striped wooden chair"  # the teaching example on the synthe
 
 # %%
 import json
-from pathlib import Path
 
 import polars as pl
 from IPython.display import HTML, display
 
 from workbench.catalog import write_json_atomic
-from workbench.notebook import skipped_stage, stage_folder, stop_here
+from workbench.notebook import begin_stage
 from workbench.query_lab import LabConfig, QueryLab, build_widget
 
-report_dir = stage_folder(REPORT_DIR, "08_query_lab")
-emb_path = Path(WORK_DIR) / "embeddings" / "items.parquet"
-if why := skipped_stage(Path(REPORT_DIR) / "02_encoders"):
-    stop_here(f"notebook 02 wrote no item embeddings ({why})", report_dir)
-elif not emb_path.is_file():
-    stop_here(f"{emb_path}: no item embeddings; run notebooks 02 and 03 first", report_dir)
+report_dir = begin_stage(REPORT_DIR, WORK_DIR, "08_query_lab", needs="embeddings").report_dir
 
 # %% [markdown]
 # ## What the lab can do with this catalog

@@ -9,12 +9,16 @@ the process with status 0.
 
 `stage_folder(REPORT_DIR, stem)` is every notebook's report folder: the same
 layout whether the notebook runs under `workbench run`, nbval or by hand.
+
+`begin_stage(REPORT_DIR, WORK_DIR, stem, needs=...)` is every notebook's set-up: table
+display, that folder, and the stop when an earlier stage wrote nothing for this one.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # Set by `workbench run` for its kernels: the run folder they write for.
@@ -88,3 +92,60 @@ def stage_folder(report_dir: str | Path, stem: str) -> Path:
     folder = run_dir / stem
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# What a stage reads from the work folder: the earlier stage that writes it, what to say when
+# that stage stopped, and the file checked with what to say when it is missing (None: no file)
+_NEEDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
+    "embeddings": ("02_encoders", "notebook 02 wrote no item embeddings ({why})",
+                   ("embeddings/items.parquet", "{path}: no item embeddings; run notebooks 02 and 03 first")),
+    "towers": ("02_encoders", "notebook 02 trained no towers ({why})",
+               ("encoders/model.safetensors", "{folder}: no trained towers; run notebook 02_encoders first")),
+    "index": ("06_scann_index",
+              "no index to evaluate: notebook 06 stopped ({why}); notebook 05 has the ranker metrics", None),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a notebook writes (`report_dir`) and reads (`emb_path`), and why it stopped (None: it runs)."""
+
+    report_dir: Path
+    emb_path: Path
+    stopped: str | None
+
+
+def begin_stage(report_dir: str | Path, work_dir: str | Path, stem: str, *, needs: str | None = None,
+                table_rows: int | None = None, table_cols: int | None = None,
+                table_width: int | None = None, hide_table_shape: bool = False) -> Stage:
+    """Every notebook's set-up: polars' table display, its report folder, and the stop when an input is missing.
+
+    `needs` names what the stage reads from an earlier one ("embeddings", "towers", "index"):
+    when that stage stopped (`skipped_stage`) or its file is absent, `stop_here` is called
+    with the reason, so make this the last statement of its cell.
+    """
+    import polars as pl
+
+    if table_rows is not None:
+        pl.Config.set_tbl_rows(table_rows)
+    if table_cols is not None:
+        pl.Config.set_tbl_cols(table_cols)
+    if table_width is not None:
+        pl.Config.set_tbl_width_chars(table_width)
+    if hide_table_shape:
+        pl.Config.set_tbl_hide_dataframe_shape(True)
+    folder = stage_folder(report_dir, stem)
+    stage = Stage(folder, Path(work_dir) / "embeddings" / "items.parquet", None)
+    if needs is None:
+        return stage
+    if needs not in _NEEDS:
+        raise ValueError(f"needs={needs!r}: expected one of {sorted(_NEEDS)} or None")
+    earlier, stopped_message, needed_file = _NEEDS[needs]
+    reason = None
+    if why := skipped_stage(Path(report_dir) / earlier):
+        reason = stopped_message.format(why=why)
+    elif needed_file is not None and not (path := Path(work_dir) / needed_file[0]).is_file():
+        reason = needed_file[1].format(path=path, folder=path.parent)
+    if reason is not None:
+        stop_here(reason, folder)
+    return Stage(folder, stage.emb_path, reason)

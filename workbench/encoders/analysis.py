@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -120,3 +121,50 @@ def loss_curves_figure(history: Sequence[Mapping[str, float]], title: str = "Ali
 
     return px.line(history_frame(history), x="epoch", y="value", color="term", markers=True,
                    title=title, template="plotly_white", labels={"value": "InfoNCE loss"})
+
+
+def modality_weights(fusions: Mapping[str, Fusion], items: Mapping[str, torch.Tensor],
+                     masks: Mapping[str, torch.Tensor], modalities: Sequence[str]) -> pl.DataFrame:
+    """How much each fusion leans on each modality: one row per (fusion, modality), `weight`.
+
+    A fusion with global weights (the weighted mean) gives them, as for a product with
+    every modality; the others weigh each product's modalities themselves, so theirs is
+    the mean per-product weight over the products that have that modality. Rows follow
+    the order of `fusions`.
+    """
+    rows = []
+    present = torch.stack([masks[m] for m in modalities], 1).float()
+    for name, fusion in fusions.items():
+        global_weights = getattr(fusion, "global_weights", None)
+        if global_weights is not None:
+            rows += [{"fusion": name, "modality": m, "weight": w} for m, w in global_weights().items()]
+            continue
+        with torch.inference_mode():
+            per_product = fusion(dict(items), dict(masks)).weights
+        mean = (per_product * present).sum(0) / present.sum(0)
+        rows += [{"fusion": name, "modality": m, "weight": float(mean[j])} for j, m in enumerate(modalities)]
+    return pl.DataFrame(rows)
+
+
+def index_fusion(chosen: str, systems: Mapping[str, Any], tuning: Mapping[str, Mapping[str, Any]],
+                 fusions: Mapping[str, Fusion], fallback: str, d: int,
+                 modalities: tuple[str, ...]) -> tuple[str, Fusion]:
+    """The dense system whose item vectors the index holds for search system `chosen`, and its fusion.
+
+    `systems` are the search candidates by name (each with `name` and `kind`, a late
+    fusion also `weights`), `tuning[name]["dense"]` a hybrid's dense part. A learned
+    fusion ("fused/<strategy>") is kept as trained; late fusion and one modality alone
+    become a weighted mean with those weights (`fixed_weight_fusion`); BM25 alone keeps
+    the `fallback` learned fusion, so cross-modal queries still have vectors to search.
+    """
+    from workbench.encoders.fusion import fixed_weight_fusion
+
+    system = systems[chosen]
+    dense = systems[tuning[system.name]["dense"]] if system.kind == "hybrid" else system
+    if dense.kind == "learned":
+        return dense.name, fusions[dense.name.removeprefix("fused/")]
+    if dense.kind == "late":
+        return dense.name, fixed_weight_fusion(dict(dense.weights), d, modalities)
+    if dense.kind == "single":
+        return dense.name, fixed_weight_fusion({dense.name: 1.0}, d, modalities)
+    return fallback, fusions[fallback.removeprefix("fused/")]

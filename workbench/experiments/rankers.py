@@ -2,7 +2,9 @@
 
 * `tune_rankers` / `fit_rankers`: each ranker's hyperparameters chosen on a
   validation split of train (`workbench.experiments.tuning`), then fitted on all of it;
+* `fit_with_popularity`: those rankers beside popularity, the set the notebook compares;
 * `tuned_table`, `metrics_table`, `cold_start_table`, `learning_curve_figure`: what the notebook shows;
+* `mean_metrics`, `movielens_means`: the means its metrics.json records;
 * `RECOMMENDERS_ML100K`, `movielens_runs`, `movielens_table`: Microsoft Recommenders'
   published MovieLens-100k numbers and ours under their protocol.
 """
@@ -161,3 +163,27 @@ def movielens_table(rows: Sequence[Mapping[str, object]], k: int = 10) -> pl.Dat
     theirs = [{"source": "Recommenders README", "ranker": n, "seeds": None,
                **{c: (f"{v[c]:.6f}" if c in v else "") for c in cols}} for n, v in RECOMMENDERS_ML100K.items()]
     return pl.DataFrame(ours + theirs)
+
+
+def fit_with_popularity(tuned: Mapping[str, TuneResult], train: pl.DataFrame, items: Sequence[str],
+                        item_embeddings: np.ndarray | None = None, seed: int = 0,
+                        eval_fn: Callable[[Ranker], dict[str, float]] | None = None) -> dict[str, Ranker]:
+    """The rankers notebook 05 compares: popularity (nothing to tune) first, then `fit_rankers(tuned, ...)`."""
+    from workbench.rankers.popularity import PopularityRanker
+
+    return {"popularity": PopularityRanker().fit(train, items),
+            **fit_rankers(tuned, train, items, item_embeddings=item_embeddings, seed=seed, eval_fn=eval_fn)}
+
+
+def mean_metrics(per_user: Mapping[str, Mapping[str, np.ndarray]], names: Sequence[str], k: int = 10,
+                 metrics: Sequence[str] = ("ndcg", "recall", "mrr")) -> dict[str, dict[str, float]]:
+    """`{ranker: {"<metric>@k": mean over users}}` (NaN users left out, 4 decimals) for the `names` evaluated."""
+    return {n: {f"{m}@{k}": round(float(np.nanmean(per_user[n][f"{m}@{k}"])), 4) for m in metrics}
+            for n in names if n in per_user}
+
+
+def movielens_means(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
+    """`movielens_runs` rows averaged over seeds: `{ranker: {metric: mean}}` (4 decimals), rankers sorted."""
+    runs = pl.DataFrame([{k: v for k, v in r.items() if k != "params"} for r in rows]).group_by("ranker")
+    return {r["ranker"]: {k: round(v, 4) for k, v in r.items() if k not in ("ranker", "seed")}
+            for r in runs.agg(pl.exclude("seed").mean()).sort("ranker").to_dicts()}

@@ -434,3 +434,23 @@ def evaluate_system(
     info["config"] = asdict(cfg)
     return SystemRun(cfg, tasks, latency, modality_frame, modality_summary, ranker_source, info,
                      ranker_fingerprint, notes)
+
+
+def headline_metrics(run: SystemRun, headline: pl.DataFrame) -> dict[str, Any]:
+    """Notebook 07's metrics.json: per task, each stage's means from `headline` and the re-ranking gain.
+
+    `headline` is (a filter of) `run.headline()`: `{task: {"retrieval": {metric: mean},
+    "reranked": {...}, "reranking_gain": {"diff", "low", "high"} (3 decimals)}}`, tasks
+    sorted, plus `modality_wins` (empty when no modality comparison ran).
+    """
+    metrics: dict[str, Any] = {
+        task: {
+            **{stage: {r["metric"]: r["mean"] for r in headline.filter((pl.col("task") == task)
+                                                                       & (pl.col("stage") == stage)).to_dicts()}
+               for stage in ("retrieval", "reranked")},
+            "reranking_gain": {k: round(res.comparison[k], 3) for k in ("diff", "low", "high")},
+        }
+        for task, res in sorted(run.tasks.items())
+    }
+    metrics["modality_wins"] = run.modality_summary.get("wins", {})
+    return metrics

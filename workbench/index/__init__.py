@@ -36,7 +36,7 @@ Modules, each importing only those above it:
   scann_backend  ScannIndex, and building a ScaNN searcher
   build          build_index
   storage        load_index
-  tuning         recall_at_k, sweep, choose_setting, sweep_claims, config_for_setting
+  tuning         recall_at_k, sweep, choose_setting, sweep_claims, config_for_setting, tuning_queries
   embeddings     read_item_embeddings (the embeddings file)
   search         search_vectors, search_by_text / _image / _audio
   job            IndexJob, build_work_index (the `workbench index` command)
@@ -85,6 +85,7 @@ from workbench.index.tuning import (
     search_grid,
     sweep,
     sweep_claims,
+    tuning_queries,
 )
 from workbench.index.vectors import (
     embedding_fingerprint,
@@ -132,4 +133,5 @@ __all__ = [
     "search_vectors",
     "sweep",
     "sweep_claims",
+    "tuning_queries",
 ]

@@ -246,3 +246,19 @@ def config_for_setting(base: IndexConfig, setting: dict[str, Any]) -> IndexConfi
             setting.get("anisotropic_threshold", base.anisotropic_threshold)
         ),
     )
+
+
+def tuning_queries(vectors: np.ndarray, n_item_queries: int, rng: np.random.Generator, noise: float = 0.05,
+                   text_queries: np.ndarray | None = None) -> np.ndarray:
+    """Queries to tune an index on: a sample of the unit item vectors plus Gaussian noise, then `text_queries`.
+
+    The sample ("more like this" queries) is `min(n_item_queries, n)` distinct items drawn
+    from `rng`, each normalised before `noise` times a standard normal is added; the
+    encoded search queries, when there are some, follow them. float32 throughout.
+    """
+    pick = rng.choice(len(vectors), size=min(n_item_queries, len(vectors)), replace=False)
+    unit = vectors[pick] / np.linalg.norm(vectors[pick], axis=1, keepdims=True)
+    queries = [unit + noise * rng.standard_normal(unit.shape).astype(np.float32)]
+    if text_queries is not None:
+        queries.append(text_queries)
+    return np.concatenate(queries).astype(np.float32)
