@@ -32,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# A speed benchmark: every core and each library's fastest kernels. `import workbench` would
+# otherwise pin one thread and AVX2 kernels for reproducible metrics (workbench.reproducibility),
+# and faiss's OpenMP pool would run single-threaded beside ScaNN's own.
+os.environ.setdefault("WORKBENCH_PIN", "0")
 
 from workbench.index import (  # noqa: E402
     IndexConfig,
