@@ -188,9 +188,12 @@ def read_json_object(path: str | os.PathLike, what: str,
     document that is not an object each get one line naming the file and what was expected.
     """
     path = Path(path)
-    if path.is_dir():
-        raise error(f"{path}: a folder; expected {what} (a JSON file)")
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{path}: a folder; expected {what} (a JSON file)")
+        if not stat.S_ISREG(mode):  # a fifo or a device would block or never end
+            raise error(f"{path}: not a regular file; expected {what} (a JSON file)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{path}: missing; expected {what}") from None

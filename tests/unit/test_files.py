@@ -106,3 +106,26 @@ def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
         st.publish()
     assert not staged.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat"]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: None, r"doc.json: missing; expected the test document$"),
+    (lambda p: p.mkdir(), r"doc.json: a folder; expected the test document \(a JSON file\)$"),
+    (lambda p: os.mkfifo(p), r"doc.json: not a regular file; expected the test document"),  # must not block
+    (lambda p: p.write_text("{oops"), r"doc.json: not valid JSON \(Expecting .*\); expected the test document$"),
+    (lambda p: p.write_bytes(b"\xff\xfe{}"), r"doc.json: not valid JSON \(.*utf-8.*\); expected the test document$"),
+    (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), r"doc.json: not valid JSON"),
+    (lambda p: p.write_text("[1, 2]"), r"doc.json: holds a JSON list; expected the test document \(a JSON object\)$"),
+])
+def test_read_json_object_names_the_file_and_what_was_expected(tmp_path, make, message):
+    from workbench.errors import ReportError
+
+    path = tmp_path / "doc.json"
+    make(path)
+    with pytest.raises(ReportError, match=message):
+        files.read_json_object(path, "the test document", ReportError)
+
+
+def test_read_json_object_reads_an_object(tmp_path):
+    (tmp_path / "doc.json").write_text('{"a": [1, 2.5], "b": null}')
+    assert files.read_json_object(tmp_path / "doc.json", "x") == {"a": [1, 2.5], "b": None}
