@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.errors import ConfigError
+
 # Set by `workbench run` for its kernels: the run folder they write for.
 RUN_DIR_VARIABLE = "WORKBENCH_RUN_DIR"
 RUN_RECORD = "run.json"
@@ -134,12 +136,12 @@ def begin_stage(report_dir: str | Path, work_dir: str | Path, stem: str, *, need
         pl.Config.set_tbl_width_chars(table_width)
     if hide_table_shape:
         pl.Config.set_tbl_hide_dataframe_shape(True)
+    if needs is not None and needs not in _NEEDS:
+        raise ConfigError(f"begin_stage: needs={needs!r}: expected one of {sorted(_NEEDS)} or None")
     folder = stage_folder(report_dir, stem)
-    stage = Stage(folder, Path(work_dir) / "embeddings" / "items.parquet", None)
+    emb_path = Path(work_dir) / "embeddings" / "items.parquet"
     if needs is None:
-        return stage
-    if needs not in _NEEDS:
-        raise ValueError(f"needs={needs!r}: expected one of {sorted(_NEEDS)} or None")
+        return Stage(folder, emb_path, None)
     earlier, stopped_message, needed_file = _NEEDS[needs]
     reason = None
     if why := skipped_stage(Path(report_dir) / earlier):
@@ -148,4 +150,4 @@ def begin_stage(report_dir: str | Path, work_dir: str | Path, stem: str, *, need
         reason = needed_file[1].format(path=path, folder=path.parent)
     if reason is not None:
         stop_here(reason, folder)
-    return Stage(folder, stage.emb_path, reason)
+    return Stage(folder, emb_path, reason)

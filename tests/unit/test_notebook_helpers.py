@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from workbench.errors import ConfigError
+
 
 def test_stop_here_skips_every_later_cell_in_ipython():
     pytest.importorskip("IPython")
@@ -67,5 +69,5 @@ def test_begin_stage_runs_when_its_input_is_there(tmp_path):
 def test_begin_stage_refuses_an_unknown_need(tmp_path):
     from workbench.notebook import begin_stage
 
-    with pytest.raises(ValueError, match="needs='vectors'"):
+    with pytest.raises(ConfigError, match="needs='vectors'"):
         begin_stage(tmp_path / "r", tmp_path / "w", "04_x", needs="vectors")
