@@ -22,6 +22,7 @@ from workbench.evaluate.bootstrap import bootstrap_ci
 from workbench.evaluate.rankers import cold_start_metrics, movielens_protocol_metrics
 from workbench.experiments.tuning import TuneResult, tune_ranker
 from workbench.rankers.base import Ranker
+from workbench.rankers.popularity import PopularityRanker
 
 # Recommenders README, "Algorithm comparison" on MovieLens 100k: stratified 75/25
 # split per user (seed 42), top-10, training items removed. MAP is their `map`
@@ -169,8 +170,6 @@ def fit_with_popularity(tuned: Mapping[str, TuneResult], train: pl.DataFrame, it
                         item_embeddings: np.ndarray | None = None, seed: int = 0,
                         eval_fn: Callable[[Ranker], dict[str, float]] | None = None) -> dict[str, Ranker]:
     """The rankers notebook 05 compares: popularity (nothing to tune) first, then `fit_rankers(tuned, ...)`."""
-    from workbench.rankers.popularity import PopularityRanker
-
     return {"popularity": PopularityRanker().fit(train, items),
             **fit_rankers(tuned, train, items, item_embeddings=item_embeddings, seed=seed, eval_fn=eval_fn)}
 

@@ -31,8 +31,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from workbench.catalog import read_catalog
+from workbench.catalog.profiling import has_rows
 from workbench.catalog.schema import MODALITIES
 from workbench.catalog.splits import Split, leave_last_out, split_queries
+from workbench.encoders import load_encoder
+from workbench.encoders.data import product_texts
 from workbench.errors import ConfigError, EvaluationError
 from workbench.evaluate.search import HybridRetriever, LexicalRetriever, stage_one
 from workbench.evaluate.system import (
@@ -44,7 +48,26 @@ from workbench.evaluate.system import (
     next_item_task,
     query_task,
 )
+from workbench.index import (
+    IndexConfig,
+    build_index,
+    choose_setting,
+    config_for_setting,
+    inner_product_items,
+    inner_product_queries,
+    load_index,
+    read_item_embeddings,
+    sweep,
+)
+from workbench.lexical import BM25Config, BM25Index
 from workbench.rankers import MODELS, Ranker, TrainingFingerprint, load_ranker, make_ranker
+from workbench.report import (
+    data_fingerprint,
+    figures_from_results,
+    interval_table,
+    modality_figure,
+    render_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +164,6 @@ class SystemRun:
         """HTML blocks for the report: intervals, comparisons, explanations, modality wins."""
         import html
 
-        from workbench.report import interval_table, render_value
 
         sections = [("System under evaluation", self._system_html())]
         for name, res in sorted(self.tasks.items()):
@@ -205,7 +227,6 @@ class SystemRun:
         return f"<table>{body}</table>"
 
     def figures(self) -> dict[str, Any]:
-        from workbench.report import figures_from_results, modality_figure
 
         figs = figures_from_results(
             {name: res.to_dict() for name, res in self.tasks.items()}, self.latency
@@ -233,8 +254,6 @@ def read_search_spec(work: Path) -> dict[str, Any]:
 
 def _bm25_over(cat: Any, item_ids: np.ndarray) -> Any:
     """BM25 over the products' title and description, its items in the index's order."""
-    from workbench.encoders.data import product_texts
-    from workbench.lexical import BM25Config, BM25Index
 
     products = (pl.DataFrame({"item_id": item_ids.astype(str)})
                 .join(cat.products.collect(), on="item_id", how="left", maintain_order="left"))
@@ -279,19 +298,6 @@ def evaluate_system(
     progress: bool = True,
 ) -> SystemRun:
     """Load the artefacts, evaluate both tasks, time single queries, break down by modality."""
-    from workbench.catalog import read_catalog
-    from workbench.catalog.profiling import has_rows
-    from workbench.index import (
-        IndexConfig,
-        build_index,
-        choose_setting,
-        config_for_setting,
-        inner_product_items,
-        inner_product_queries,
-        load_index,
-        read_item_embeddings,
-        sweep,
-    )
 
     cfg = config or SystemRunConfig()
     work = Path(work_dir)
@@ -322,7 +328,6 @@ def evaluate_system(
     ranker, ranker_source, ranker_fingerprint = None, "none (no interactions)", None
     split = None
     if interactions is not None and interactions.height:
-        from workbench.report import data_fingerprint
 
         split = leave_last_out(interactions)
         # What notebook 05 trained on when it used this catalog: the saved ranker must match.
@@ -332,7 +337,6 @@ def evaluate_system(
         ranker_fingerprint = ranker.fingerprint.to_dict()
 
     if cat.queries is not None and cat.qrels is not None and has_rows(cat, "queries") and has_rows(cat, "qrels"):
-        from workbench.encoders import load_encoder
 
         queries = cat.queries.collect().sort("query_id")
         test_ids = split_queries(
