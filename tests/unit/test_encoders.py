@@ -64,6 +64,30 @@ def test_text_tower_pooling_ignores_padding_and_keeps_order(tiny_text):
     assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
+def test_one_text_goes_through_the_traced_backbone_with_the_eager_models_numbers():
+    torch.manual_seed(0)
+    tower = TextTower(TextTowerConfig(tiny=True, head_hidden=0, max_length=16), d=16).eval()
+    texts = ["red", "a much longer sentence about a red striped wool jacket"]
+    for text in texts:  # traced once on the first, then used for every length
+        enc = tower.tokenize([text], padding=False)
+        with torch.no_grad():
+            eager = tower.pool(enc["input_ids"], enc["attention_mask"])
+        assert torch.allclose(tower.pool_texts([text]), eager, atol=1e-6)
+    assert len(tower._single_trace) == 1
+    # new parameter tensors (a reload, a move between devices): traced again, never stale
+    with torch.no_grad():
+        for p in tower.backbone.parameters():
+            p.data = p.data * 2.0
+        enc = tower.tokenize(texts[:1], padding=False)
+        eager = tower.pool(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(tower.pool_texts(texts[:1]), eager, atol=1e-6)
+    # a training backbone (dropout on) never takes the traced path
+    tower.backbone.train()
+    tower._single_trace.clear()
+    tower.pool_texts(texts[:1])
+    assert not tower._single_trace
+
+
 def test_mean_pool_weights_only_real_tokens():
     hidden = torch.tensor([[[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]]])
     assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]

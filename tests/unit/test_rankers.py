@@ -504,3 +504,25 @@ def test_sequential_config_rejects_bad_transition_and_pool_context() -> None:
     SequentialConfig(layers=0, transition_rank=4, history_pool=True, pool_context=10)
     with pytest.raises(ConfigError, match="layers=0 .* reads nothing of the history"):
         SequentialConfig(layers=0)
+
+
+def test_sequential_keeps_user_states_between_requests_and_drops_them_when_the_weights_change() -> None:
+    df = cycles()
+    cfg = SequentialConfig(max_len=6, dim=16, heads=2, layers=1, dropout=0.0, train=quick_train(3))
+    seq = SequentialRanker(cfg).fit(df, ITEMS)
+    users = [f"u{u}" for u in range(30)]
+    candidates = np.array([ITEMS[(u % 12):] + ITEMS[:(u % 12)] for u in range(len(users))])[:, :5]
+    full = np.take_along_axis(seq.score(users, ITEMS), seq.item_index(candidates), 1)
+    one = seq.score(users[3:4], candidates[3:4])  # computes and keeps u3's state only
+    assert int(seq._states_cache[2].sum()) == 1
+    np.testing.assert_allclose(one, full[3:4], atol=1e-5)
+    both = seq.score(users, candidates)  # the others computed now, u3's read back
+    np.testing.assert_allclose(both, full, atol=1e-5)
+    assert np.array_equal(seq.score(users[3:4], candidates[3:4]), one)
+    with torch.no_grad():  # new weights: the kept states are stale and recomputed
+        for p in seq.model.parameters():
+            p.mul_(1.5)
+    after = seq.score(users, candidates)
+    assert not np.allclose(after, both)
+    np.testing.assert_allclose(after, np.take_along_axis(seq.score(users, ITEMS), seq.item_index(candidates), 1),
+                               atol=1e-5)

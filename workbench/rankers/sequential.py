@@ -484,7 +484,7 @@ class SequentialRanker(TrainedRanker):
         # kept while the weights do not change (the content projection of every item would
         # otherwise dominate a request's cost on a large catalog)
         vectors, bias = self._eval_item_vectors()
-        h = self._trained_model().user_states(self._history_windows[users], vectors, self._history(users)[1])[:, -1]
+        h = self._eval_user_states(users, vectors)
         s = torch.einsum("bd,bmd->bm", h, vectors[1:][cols])
         return s if bias is None else s + bias[1:][cols]
 
@@ -500,6 +500,27 @@ class SequentialRanker(TrainedRanker):
                 cached = (key, model.item_vectors(), model.item_biases())
             self._vectors_cache = cached
         return cached[1], cached[2]
+
+    def _eval_user_states(self, users: Tensor, vectors: Tensor) -> Tensor:
+        """(b, dim) state after each user's last training item, kept per user while the weights
+        do not change (keyed with the item vectors): a user's history is the training one, so a
+        returning user's request costs a dot product per candidate, not a pass of the encoder.
+        Users not yet kept are computed together, in the order given."""
+        key = self._vectors_cache[0]
+        cache = getattr(self, "_states_cache", None)
+        if cache is None or cache[0] != key:
+            n = len(self.user_ids)
+            with torch.inference_mode(False):  # normal tensors: a later call outside inference mode writes them
+                cache = (key, torch.zeros((n, vectors.shape[1]), dtype=vectors.dtype, device=vectors.device),
+                         torch.zeros(n, dtype=torch.bool, device=vectors.device))
+            self._states_cache = cache
+        _, states, kept = cache
+        todo = users[~kept[users]]
+        if len(todo):
+            model = self._trained_model()
+            states[todo] = model.user_states(self._history_windows[todo], vectors, self._history(todo)[1])[:, -1]
+            kept[todo] = True
+        return states[users]
 
     # The two-tower form has the terms of SASRecModel.all_scores: the state after the last item
     # . the item vectors (+ the item bias as one more coordinate).
