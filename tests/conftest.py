@@ -23,6 +23,32 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+_UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, fail the tests whose xdist_group mark is not honoured: each
+    group's module fixture (a whole notebook series) would otherwise be built once per worker,
+    at twice the cost, without a sign.
+
+    pytest-xdist groups by appending "@group" to the node ids on the workers; pytest 9.2 stopped
+    honouring that (pytest-dev/pytest-xdist#1386), hence the pin in constraints.txt."""
+    if not config.getoption("loadgroup", default=False) or not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            item.stash[_UNGROUPED] = (f"--dist loadgroup did not group {item.nodeid}: pytest {pytest.__version__} "
+                                      f"with this pytest-xdist ignores xdist_group; use the pytest pinned in "
+                                      f"constraints.txt")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before the fixtures are set up (this hook runs ahead of pytest's own), so nothing costly starts.
+    if _UNGROUPED in item.stash:
+        pytest.fail(item.stash[_UNGROUPED], pytrace=False)
+
+
 def shared_data(name: str, needs: str | None = None) -> Path:
     """`../shared/data/<name>`; the test is skipped, naming what is missing, when that folder
     (or `needs`, a file or folder inside it) is absent."""
