@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= ci
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export PYTHONHASHSEED := 0
+# Python may write bytecode into .venv and __pycache__/ (both ignored): with PYTHONDONTWRITEBYTECODE
+# set, as some shells and CI images do, every process compiles torch & co. anew, 4-5 s each (measured),
+# paid by every notebook kernel and subprocess of the test run.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test check unit tiers notebooks browser execute-notebooks reference lint lab browser-deps bench clean
 
