@@ -297,6 +297,7 @@ RANKERS = {
     "catalog": {"popularity": {"ndcg@10": 0.0211}, "sequential": {"ndcg@10": 0.1477},
                 "bpr": {"ndcg@10": 0.0312}, "oracle": {"ndcg@10": 0.2954}},
     "baselines": {"ease": {"ndcg@10": 0.0413}},
+    "order_blind_oracle": {"ndcg@10": 0.0687},
 }
 INDEX = {"chosen": {"leaves_to_search": 7, "num_leaves": 31, "recall@10": 0.9612, "reorder": 40,
                     "meets_target": True},
@@ -345,6 +346,7 @@ def test_summary_reads_every_number_from_the_metrics():
     assert "sequential is the best ranker, 7.0× popularity's ndcg@10 (+0.127)" in rankers
     assert ("Oracle 0.295: the ground truth's own next-item probabilities: what a perfect ranker "
             "would score; sequential reaches 50% of it") in rankers
+    assert "Ignoring the order of a user's items, even the ground truth scores 0.069" in rankers
     rerank = s["Re-ranking"]
     assert "search queries: hurts: ndcg@10 0.644 retrieval only, 0.611 re-ranked" in rerank
     assert "next item: helps: ndcg@10 0.111 retrieval only, 0.155 re-ranked (+0.044" in rerank
@@ -369,7 +371,7 @@ def test_summary_of_a_single_modality_choice_and_a_weak_ranker():
     assert "one modality alone, text, is the best search system on this catalog: no fusion helped" in s["Search system"]
     assert "text beats the next best single modality, image, by 0.189" in s["Search system"]
     assert "no ranker beats popularity on this catalog (ndcg@10 0.050)" in s["Rankers"]
-    assert "Oracle" not in s["Rankers"]  # no oracle in the metrics: no oracle line
+    assert "Oracle" not in s["Rankers"] and "Ignoring the order" not in s["Rankers"]  # none recorded: no line
 
 
 def test_summary_of_absent_and_skipped_stages():

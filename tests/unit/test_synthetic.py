@@ -24,6 +24,7 @@ from workbench.catalog.synthetic import (
 )
 from workbench.errors import ConfigError
 from workbench.evaluate.oracle import oracle_scores
+from workbench.evaluate.rankers import oracle_metrics
 
 SMALL = dict(n_items=240, n_users=60, n_queries=40, seed=3, events_per_user=12)
 
@@ -262,6 +263,27 @@ def test_oracle_is_a_distribution_and_beats_heuristics(tables):
     counts = np.bincount([pos[i] for i in train["item_id"]], minlength=len(pos)) + 1.0
     pop_ll = np.log(counts / counts.sum())[target].mean()
     assert oracle_ll > pop_ll + 0.5
+
+
+def test_order_blind_oracle_ranks_by_taste_and_popularity_alone(tables):
+    """oracle_metrics(order=False) is the ceiling of rankers that ignore order: below the full oracle."""
+    truth = read_truth(tables)
+    train, test = _leave_last(read_catalog(tables).interactions.collect())
+    test = test.drop("prev")
+    item_ids = truth["items"]["item_id"].to_list()
+    full = oracle_metrics(truth, train, test, item_ids, per_query=True)
+    blind = oracle_metrics(truth, train, test, item_ids, per_query=True, order=False)
+    # the complement habit decides about half of the next items: knowing the previous one is worth a lot
+    assert np.nanmean(full["ndcg@10"]) > 1.5 * np.nanmean(blind["ndcg@10"]) > 0
+    # the order-blind scores are the generator's taste-and-popularity softmax: same top items for a user
+    # whatever their previous item
+    users = sorted(test["user_id"].to_list())
+    scores = oracle_scores(truth, users, [None] * len(users))
+    seen = set(train.filter(pl.col("user_id") == users[0])["item_id"].to_list())
+    order = [item_ids[i] for i in np.argsort(-scores[0], kind="stable") if item_ids[i] not in seen]
+    target = test.filter(pl.col("user_id") == users[0])["item_id"].item()
+    hit = target in order[:10] and target not in seen
+    assert bool(blind["recall@10"][0] > 0) == hit
 
 
 def test_sampler_matches_oracle_distribution():

@@ -5,7 +5,8 @@
   for bootstrap intervals;
 * `epoch_evaluator`: an `eval_fn` for the rankers, so `history` holds learning curves;
 * `oracle_metrics`: what the synthetic generator's own next-item probabilities
-  score under the same protocol (the ceiling a ranker can hope for);
+  score under the same protocol (the ceiling a ranker can hope for; with
+  `order=False`, the ceiling of rankers that ignore order);
 * `cold_start_metrics`: on a `cold_items` split, how well a ranker recommends
   products nobody interacted with in training (recall@k of the held-out items);
 * `ordered_apart`: whether rankers keep an order with bootstrap intervals apart;
@@ -87,6 +88,7 @@ def epoch_evaluator(test: pl.DataFrame, k: int = 10,
 def oracle_metrics(
     truth: Mapping[str, pl.DataFrame], train: pl.DataFrame, test: pl.DataFrame,
     item_ids: Sequence[str], k: int = 10, ks: Sequence[int] = (10,), per_query: Literal[False] = False,
+    order: bool = True,
 ) -> dict[str, float]: ...
 
 
@@ -94,23 +96,29 @@ def oracle_metrics(
 def oracle_metrics(
     truth: Mapping[str, pl.DataFrame], train: pl.DataFrame, test: pl.DataFrame,
     item_ids: Sequence[str], k: int = 10, ks: Sequence[int] = (10,), per_query: Literal[True] = ...,
+    order: bool = True,
 ) -> dict[str, np.ndarray]: ...
 
 
 def oracle_metrics(
     truth: Mapping[str, pl.DataFrame], train: pl.DataFrame, test: pl.DataFrame,
     item_ids: Sequence[str], k: int = 10, ks: Sequence[int] = (10,), per_query: bool = False,
+    order: bool = True,
 ) -> dict[str, float] | dict[str, np.ndarray]:
     """Metrics of the synthetic generator's own next-item scores under the same protocol.
 
     The oracle knows each user's taste and uses their last training item as the
     previous item (`workbench.evaluate.oracle.oracle_scores`); training items
-    are excluded exactly as for the rankers.
+    are excluded exactly as for the rankers. `order=False` gives the ceiling of
+    rankers that ignore order (BPR, EASE, item-kNN): the same taste and
+    popularity, no previous item.
     """
     users = np.sort(test["user_id"].unique().to_numpy().astype(str))
-    last = (train.with_row_index("_row").sort("timestamp", "_row").group_by("user_id")
-            .agg(pl.col("item_id").last()))
-    last_of = dict(zip(last["user_id"].to_list(), last["item_id"].to_list(), strict=True))
+    last_of: dict[str, str] = {}
+    if order:
+        last = (train.with_row_index("_row").sort("timestamp", "_row").group_by("user_id")
+                .agg(pl.col("item_id").last()))
+        last_of = dict(zip(last["user_id"].to_list(), last["item_id"].to_list(), strict=True))
     scores = oracle_scores(truth, list(users), [last_of.get(u) for u in users])
     truth_order = {it: i for i, it in enumerate(truth["items"]["item_id"].to_list())}
     scores = scores[:, [truth_order[i] for i in item_ids]]

@@ -67,6 +67,7 @@ DEFAULT_TOLERANCES: tuple[Tolerance, ...] = (
     # Untrained rows: same arithmetic on the same data, only summation order can differ.
     Tolerance("*.popularity.*", 1e-4, "no training: popularity counts"),
     Tolerance("*.oracle.*", 1e-4, "no training: the ground truth's exact scores"),
+    Tolerance("*.order_blind_oracle.*", 1e-4, "no training: the ground truth's taste and popularity"),
     # Choices made against a target are settings, not measurements: near the target,
     # drift changes the choice, and its effect is held by the later stages' tolerances.
     Tolerance("*06_scann_index.chosen.*", math.inf, "a setting chosen against a recall target"),

@@ -261,6 +261,10 @@ def _ranker_lines(m05: Any) -> list[str]:
         if learned and oracle > 0:
             share = f"; {RANKER_NAMES.get(learned[0][0], learned[0][0])} reaches {learned[0][1] / oracle:.0%} of it"
         lines.append(f"Oracle {_f(oracle)}: {ORACLE_MEANING}{share}.")
+    blind = _num(_mapping(m05.get("order_blind_oracle")).get(metric))
+    if blind is not None:
+        lines.append(f"Ignoring the order of a user's items, even the ground truth scores {_f(blind)}: "
+                     "the ceiling of BPR, EASE and item-kNN.")
     return lines
 
 
