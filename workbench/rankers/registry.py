@@ -115,7 +115,7 @@ MODELS: dict[str, RankerSpec] = {
                "layers": Choice((0, 1, 2)), "transition_rank": Choice((0, 16, 32)),
                "pool_context": Choice((0, 100))},
         # Chosen on the synthetic ci catalog's validation split (notebook 05's, carved from train;
-        # 3 seeds each, share of the validation oracle): one attention layer over the last 10 items
+        # 3-5 seeds each, share of the validation oracle): one attention layer over the last 10 items
         # with the pooled content of the window (taste) and a per-item bias, lr 4e-3: 0.62
         # (0.61-0.62); lr 2e-3 0.59; with FPMC's rank-16 transition and 100 earlier items pooled
         # 0.60; FPMC alone (layers 0) 0.57-0.59. On the test split FPMC scored higher (0.59 against
